@@ -1,0 +1,215 @@
+"""Running one placed task on its agent: claim, stream, renew the lease, finish.
+
+The Celery task is a thin wrapper around ``execute``. The claim is a conditional
+update on (status, dispatch id), so a redelivered or stale message does nothing.
+While streaming, a watchdog thread renews the lease, saves the partial output and
+watches for cancellation; to stop, it aborts the HTTP stream (shutting the socket
+down), which also makes Ollama stop generating.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agents.models import Agent
+from agents.ollama import OllamaClient, OllamaError, OllamaStream, OllamaStreamAborted
+from coordinator.dispatch import request_scheduling_pass
+from coordinator.models import Task, TaskAttempt
+from coordinator.scheduler import resolve_model
+from coordinator.services import fail_dependents, return_to_pending_or_fail
+
+logger = logging.getLogger(__name__)
+
+TPS_SMOOTHING = 0.3
+
+
+class LeaseHeld(Exception):
+    """Another live process still holds the task's lease; try again when it may have expired."""
+
+    def __init__(self, seconds_left: float) -> None:
+        super().__init__(f"lease held for another {seconds_left:.1f}s")
+        self.seconds_left = seconds_left
+
+
+def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)
+    base = Task.objects.filter(pk=task_id, dispatch_id=dispatch_id)
+    fields: dict[str, Any] = {"status": Task.Status.RUNNING, "attempts": F("attempts") + 1,
+                              "lease_expires_at": lease, "worker": worker, "started_at": now}
+    claimed = base.filter(status=Task.Status.QUEUED, cancel_requested=False).update(**fields)
+    if not claimed:
+        # The same message again after the process running it was killed: take over
+        # once its lease has run out.
+        claimed = base.filter(status=Task.Status.RUNNING, lease_expires_at__lt=now).update(**fields)
+        if claimed:
+            TaskAttempt.objects.filter(task_id=task_id, outcome=TaskAttempt.Outcome.RUNNING).update(
+                outcome=TaskAttempt.Outcome.LOST, finished_at=now, error="the worker process running it died")
+    if not claimed:
+        current = base.filter(status=Task.Status.RUNNING).values_list("lease_expires_at", flat=True).first()
+        if current is not None:
+            raise LeaseHeld(max((current - now).total_seconds(), 0.5))
+        return None
+    task = Task.objects.select_related("assigned_agent").get(pk=task_id)
+    TaskAttempt.objects.create(task=task, number=task.attempts, agent=task.assigned_agent,
+                               dispatch_id=task.dispatch_id, worker=worker)
+    return task
+
+
+class Watchdog(threading.Thread):
+    """Renews the lease, saves partial output, and stops the stream on cancel or lost lease."""
+
+    def __init__(self, task_id: uuid.UUID, dispatch_id: uuid.UUID, parts: list[str]) -> None:
+        super().__init__(name=f"watchdog-{task_id}", daemon=True)
+        self.task_id = task_id
+        self.dispatch_id = dispatch_id
+        self.parts = parts
+        self.stream: OllamaStream | None = None
+        self.cancelled = False
+        self.lost = False
+        self._stop = threading.Event()
+        self._interval = min(0.5, settings.HIVE_TASK_LEASE_SECONDS / 4)
+
+    def run(self) -> None:
+        saved = 0
+        try:
+            while not self._stop.wait(self._interval):
+                count = len(self.parts)
+                update: dict[str, Any] = {
+                    "lease_expires_at": timezone.now() + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)}
+                if count != saved:
+                    update["result"] = "".join(self.parts[:count])
+                renewed = Task.objects.filter(pk=self.task_id, dispatch_id=self.dispatch_id,
+                                              status=Task.Status.RUNNING, cancel_requested=False).update(**update)
+                if renewed:
+                    saved = count
+                    continue
+                still_ours = Task.objects.filter(pk=self.task_id, dispatch_id=self.dispatch_id,
+                                                 status=Task.Status.RUNNING).exists()
+                if still_ours:
+                    self.cancelled = True
+                else:
+                    self.lost = True
+                if self.stream is not None:
+                    self.stream.abort()
+                return
+        except Exception:  # a database hiccup must not leave the stream running unwatched
+            logger.exception("watchdog for task %s failed; aborting the stream", self.task_id)
+            self.lost = True
+            if self.stream is not None:
+                self.stream.abort()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
+
+
+def execute(task_id: str, dispatch_id: str, worker: str) -> str:
+    close_old_connections()
+    task = claim(task_id, dispatch_id, worker)
+    if task is None:
+        return "skipped"
+    agent = task.assigned_agent
+    if agent is None:  # the agent was deleted between placement and start
+        return _fail_attempt(task, "its agent was deleted before the task started")
+    model = task.metadata.get("model") or resolve_model(task, agent)
+    parts: list[str] = []
+    watchdog = Watchdog(task.pk, task.dispatch_id, parts)
+    watchdog.start()
+    client = OllamaClient(agent.endpoint, connect_timeout=settings.HIVE_OLLAMA_CONNECT_TIMEOUT,
+                          read_timeout=settings.HIVE_OLLAMA_READ_TIMEOUT)
+    try:
+        stream = client.generate(model, task.prompt, options=task.options or None, system=task.system or None)
+        watchdog.stream = stream
+        if watchdog.cancelled or watchdog.lost:
+            stream.abort()
+        with stream:
+            for chunk in stream:
+                piece = chunk.get("response")
+                if piece:
+                    parts.append(piece)
+    except OllamaStreamAborted:
+        watchdog.stop()
+        if watchdog.cancelled:
+            return _finish_cancelled(task, "".join(parts))
+        return "lost"
+    except OllamaError as exc:
+        watchdog.stop()
+        if watchdog.cancelled:
+            return _finish_cancelled(task, "".join(parts))
+        _note_agent_failure(agent)
+        return _fail_attempt(task, str(exc))
+    except SoftTimeLimitExceeded:
+        watchdog.stop()
+        return _fail_attempt(task, f"took longer than the task time limit ({settings.HIVE_TASK_TIME_LIMIT}s)")
+    finally:
+        watchdog.stop()
+        client.close()
+    return _finish_completed(task, agent, model, "".join(parts), stream)
+
+
+def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: OllamaStream) -> str:
+    timings = stream.timings.as_dict()
+    tps = timings.get("tokens_per_second") or None
+    now = timezone.now()
+    with transaction.atomic():
+        done = Task.objects.filter(pk=task.pk, dispatch_id=task.dispatch_id, status=Task.Status.RUNNING).update(
+            status=Task.Status.COMPLETED, result=text, timings=timings, tokens_per_second=tps,
+            completed_at=now, lease_expires_at=None, error="",
+        )
+        if not done:
+            return "lost"
+        TaskAttempt.objects.filter(task=task, dispatch_id=task.dispatch_id, outcome=TaskAttempt.Outcome.RUNNING).update(
+            outcome=TaskAttempt.Outcome.SUCCEEDED, finished_at=now)
+        _note_agent_success(agent, model, tps)
+        request_scheduling_pass()
+    return Task.Status.COMPLETED
+
+
+def _finish_cancelled(task: Task, partial: str) -> str:
+    now = timezone.now()
+    with transaction.atomic():
+        done = Task.objects.filter(pk=task.pk, dispatch_id=task.dispatch_id, status=Task.Status.RUNNING).update(
+            status=Task.Status.CANCELLED, result=partial, completed_at=now, lease_expires_at=None,
+            error="cancelled by user",
+        )
+        if not done:
+            return "lost"
+        TaskAttempt.objects.filter(task=task, dispatch_id=task.dispatch_id, outcome=TaskAttempt.Outcome.RUNNING).update(
+            outcome=TaskAttempt.Outcome.CANCELLED, finished_at=now)
+        task.status = Task.Status.CANCELLED
+        fail_dependents(task)
+        request_scheduling_pass()
+    return Task.Status.CANCELLED
+
+
+def _fail_attempt(task: Task, error: str) -> str:
+    task.refresh_from_db()
+    TaskAttempt.objects.filter(task=task, dispatch_id=task.dispatch_id, outcome=TaskAttempt.Outcome.RUNNING).update(
+        outcome=TaskAttempt.Outcome.FAILED, finished_at=timezone.now(), error=error)
+    logger.warning("task %s attempt %s on %s failed: %s", task.pk, task.attempts, task.assigned_agent_id, error)
+    return return_to_pending_or_fail(task, task.dispatch_id, error, exclude_agent=True) or "lost"
+
+
+def _note_agent_success(agent: Agent, model: str, tps: float | None) -> None:
+    update: dict[str, Any] = {"consecutive_failures": 0}
+    if tps:
+        fresh = Agent.objects.filter(pk=agent.pk).values_list("tokens_per_second", flat=True).first() or 0.0
+        update["tokens_per_second"] = tps if not fresh else fresh + TPS_SMOOTHING * (tps - fresh)
+    Agent.objects.filter(pk=agent.pk).update(**update)
+
+
+def _note_agent_failure(agent: Agent) -> None:
+    Agent.objects.filter(pk=agent.pk).update(consecutive_failures=F("consecutive_failures") + 1)

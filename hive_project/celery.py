@@ -1,0 +1,16 @@
+"""The Celery app. Queue names live in hive_project.queues."""
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+from hive_project import queues
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hive_project.settings")
+
+app = Celery("hive_project")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = [Queue(name) for name in queues.ALL_QUEUES]
+app.autodiscover_tasks()

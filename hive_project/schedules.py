@@ -1,0 +1,47 @@
+"""Periodic jobs, defined once and stored as django-celery-beat rows.
+
+They are created idempotently at setup; operators edit them in the admin and beat
+(DatabaseScheduler) picks changes up without a restart. Existing rows keep their
+edited interval: we only create what is missing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from hive_project import queues
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    task: str
+    seconds: float
+    queue: str = queues.CONTROL
+
+
+def jobs() -> list[Job]:
+    return [
+        Job("hive: scheduling pass (safety net)", "hive.run_scheduling_pass", settings.HIVE_SCHEDULER_INTERVAL),
+        Job("hive: reconciler", "hive.reconcile", settings.HIVE_RECONCILE_INTERVAL),
+        Job("hive: agent health sweep", "hive.health_sweep", settings.HIVE_HEALTH_INTERVAL),
+    ]
+
+
+def ensure_schedules() -> list[str]:
+    created = []
+    for job in jobs():
+        if PeriodicTask.objects.filter(name=job.name).exists():
+            continue
+        # IntervalSchedule counts whole units; sub-second intervals use microseconds.
+        if job.seconds == int(job.seconds):
+            every, period = int(job.seconds), IntervalSchedule.SECONDS
+        else:
+            every, period = int(job.seconds * 1_000_000), IntervalSchedule.MICROSECONDS
+        interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=period)
+        PeriodicTask.objects.create(name=job.name, task=job.task, interval=interval, queue=job.queue,
+                                    expire_seconds=max(int(job.seconds * 3), 5))
+        created.append(job.name)
+    return created

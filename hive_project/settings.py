@@ -1,0 +1,255 @@
+"""Hive settings: every knob comes from the environment (see README "Configuration").
+
+Defaults give the embedded mode: SQLite and an embedded Redis on a unix socket under
+``./var/``. ``DATABASE_URL`` and ``REDIS_URL`` switch to PostgreSQL and an external
+Redis; ``HIVE_MODE=production`` makes the secret key mandatory and refuses DEBUG.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from hive_project import queues
+from hive_project.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from hive_project.redis_urls import broker_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("HIVE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+
+HIVE_MODE = env_choice("HIVE_MODE", "embedded", ("embedded", "production"))
+DEBUG = env_bool("HIVE_DEBUG", False)
+
+
+def _secret_key() -> str:
+    configured = env_str("HIVE_SECRET_KEY", None)
+    if configured:
+        return configured
+    if HIVE_MODE == "production":
+        raise ImproperlyConfigured("HIVE_SECRET_KEY (or HIVE_SECRET_KEY_FILE) is required when HIVE_MODE=production")
+    # Embedded mode: one random key per installation, kept under var/ so sessions
+    # and JWTs survive a restart.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+if HIVE_MODE == "production" and DEBUG:
+    raise ImproperlyConfigured("HIVE_DEBUG=true is refused when HIVE_MODE=production")
+
+ALLOWED_HOSTS = env_list("HIVE_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("HIVE_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "channels",
+    "hive_project",
+    "agents",
+    "coordinator",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "hive_project.middleware.BodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hive_project.urls"
+ASGI_APPLICATION = "hive_project.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "hive_project" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+_database_url = env_str("DATABASE_URL", "")
+if _database_url:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=env_int("HIVE_DB_CONN_MAX_AGE", 60))}
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "hive.sqlite3",
+            # Web, several workers and beat share one file: WAL lets readers run
+            # beside the writer, IMMEDIATE transactions take the write lock up
+            # front instead of failing half-way with "database is locked".
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: broker, cache, channel layer, locks ------------------------------
+REDIS_URL = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis.sock'}?db=0")
+HIVE_EMBEDDED_REDIS = not bool(env_str("REDIS_URL", ""))
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "hive",
+    }
+}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "hive:asgi", "capacity": env_int("HIVE_CHANNEL_CAPACITY", 500)},
+    }
+}
+
+# --- Celery -------------------------------------------------------------------
+CELERY_BROKER_URL = broker_url(REDIS_URL)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_DEFAULT_QUEUE = queues.CONTROL
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+HIVE_TASK_TIME_LIMIT = env_int("HIVE_TASK_TIME_LIMIT", 1800, minimum=10)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Must exceed the longest task time limit, or Redis redelivers a message
+    # whose task is still running.
+    "visibility_timeout": env_int("HIVE_VISIBILITY_TIMEOUT", 3600, minimum=60),
+}
+
+# --- Scheduling and execution ----------------------------------------------
+HIVE_TASK_LEASE_SECONDS = env_int("HIVE_TASK_LEASE_SECONDS", 20, minimum=3)
+HIVE_MAX_ATTEMPTS = env_int("HIVE_MAX_ATTEMPTS", 3, minimum=1)
+HIVE_QUEUED_REDISPATCH_SECONDS = env_int("HIVE_QUEUED_REDISPATCH_SECONDS", 30, minimum=2)
+HIVE_SCHEDULER_INTERVAL = env_float("HIVE_SCHEDULER_INTERVAL", 5.0, minimum=0.5)
+HIVE_RECONCILE_INTERVAL = env_float("HIVE_RECONCILE_INTERVAL", 10.0, minimum=1.0)
+HIVE_HEALTH_INTERVAL = env_float("HIVE_HEALTH_INTERVAL", 30.0, minimum=1.0)
+HIVE_PROGRESS_INTERVAL = env_float("HIVE_PROGRESS_INTERVAL", 1.0, minimum=0.05)
+HIVE_OLLAMA_CONNECT_TIMEOUT = env_float("HIVE_OLLAMA_CONNECT_TIMEOUT", 3.0, minimum=0.1)
+HIVE_OLLAMA_READ_TIMEOUT = env_float("HIVE_OLLAMA_READ_TIMEOUT", 300.0, minimum=1.0)
+HIVE_PROBE_TIMEOUT = env_float("HIVE_PROBE_TIMEOUT", 5.0, minimum=0.1)
+HIVE_MAX_BODY_BYTES = env_int("HIVE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = HIVE_MAX_BODY_BYTES
+
+# --- REST API -------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "hive_project.auth.ApiTokenAuthentication",
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["hive_project.permissions.RoleModelPermissions"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "hive_project.throttling.RoleRateThrottle",
+        "hive_project.throttling.ActionRateThrottle",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "hive_project.api.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "hive_project.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+HIVE_THROTTLE_RATES = {
+    "admin": env_str("HIVE_THROTTLE_ADMIN", "2000/min"),
+    "developer": env_str("HIVE_THROTTLE_DEVELOPER", "600/min"),
+    "viewer": env_str("HIVE_THROTTLE_VIEWER", "300/min"),
+}
+# The seed's per-endpoint limits (per minute). A role missing here falls back to
+# its general rate above; permissions, not throttles, forbid a role an action.
+HIVE_ACTION_THROTTLE_RATES = {
+    "agents.register": {"admin": env_str("HIVE_THROTTLE_AGENTS_REGISTER_ADMIN", "10/min")},
+    "tasks.create": {
+        "admin": env_str("HIVE_THROTTLE_TASKS_CREATE_ADMIN", "600/min"),
+        "developer": env_str("HIVE_THROTTLE_TASKS_CREATE_DEVELOPER", "300/min"),
+    },
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("HIVE_JWT_ACCESS_MINUTES", 60, minimum=1)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("HIVE_JWT_REFRESH_DAYS", 7, minimum=1)),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "TOKEN_OBTAIN_SERIALIZER": "hive_project.auth.HiveTokenObtainPairSerializer",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hive API",
+    "DESCRIPTION": "Run a cluster of Ollama GPU nodes as one system.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Static files, i18n -----------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+WHITENOISE_USE_FINDERS = HIVE_MODE == "embedded"
+if HIVE_MODE == "embedded":
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing root
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+                    if HIVE_MODE == "production" else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+LOGIN_URL = "/admin/login/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("HIVE_LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}
+
+if HIVE_MODE == "production":
+    SESSION_COOKIE_SECURE = env_bool("HIVE_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env_bool("HIVE_SECURE_COOKIES", True)
