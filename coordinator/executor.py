@@ -76,13 +76,13 @@ class Watchdog(threading.Thread):
         self.stream: OllamaStream | None = None
         self.cancelled = False
         self.lost = False
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._interval = min(0.5, settings.HIVE_TASK_LEASE_SECONDS / 4)
 
     def run(self) -> None:
         saved = 0
         try:
-            while not self._stop.wait(self._interval):
+            while not self._halt.wait(self._interval):
                 count = len(self.parts)
                 update: dict[str, Any] = {
                     "lease_expires_at": timezone.now() + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)}
@@ -111,7 +111,7 @@ class Watchdog(threading.Thread):
             connection.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=5)
 
@@ -154,6 +154,11 @@ def execute(task_id: str, dispatch_id: str, worker: str) -> str:
     except SoftTimeLimitExceeded:
         watchdog.stop()
         return _fail_attempt(task, f"took longer than the task time limit ({settings.HIVE_TASK_TIME_LIMIT}s)")
+    except Exception as exc:
+        # A bug must not leave the task "running" until its lease runs out.
+        logger.exception("task %s: unexpected error while running", task.pk)
+        watchdog.stop()
+        return _fail_attempt(task, f"internal error in the worker: {exc!r}")
     finally:
         watchdog.stop()
         client.close()

@@ -1,6 +1,7 @@
 """Set-up steps shared by `make run` (runhive), `ensure_setup` and the tests."""
 from __future__ import annotations
 
+import os
 import secrets
 from typing import IO, Any
 
@@ -33,10 +34,14 @@ SIMULATED_NODES: list[dict[str, Any]] = [
 ]
 
 
-def ensure_setup() -> None:
-    """Roles and periodic schedules; safe to run any number of times."""
+def ensure_setup() -> tuple[str, str | None] | None:
+    """Roles, periodic schedules and (when HIVE_ADMIN_USER is set) the first admin. Idempotent."""
     roles.ensure_roles()
     ensure_schedules()
+    username = os.environ.get("HIVE_ADMIN_USER")
+    if username:
+        return ensure_admin(username, os.environ.get("HIVE_ADMIN_PASSWORD") or None)
+    return None
 
 
 def prepare(stdout: IO[str] | None = None) -> None:
@@ -50,15 +55,13 @@ def prepare(stdout: IO[str] | None = None) -> None:
 
 
 def ensure_admin(username: str, password: str | None) -> tuple[str, str | None]:
-    """Create the first admin if missing. Returns the password only when newly set."""
+    """Create the first admin if missing; returns the password only when the user was created.
+
+    An existing user is left alone, so a password changed in the admin survives restarts.
+    """
     User = get_user_model()
     with transaction.atomic():
-        user = User.objects.filter(username=username).first()
-        if user is not None:
-            if password and not user.check_password(password):
-                user.set_password(password)
-                user.save(update_fields=["password"])
-                return username, password
+        if User.objects.filter(username=username).exists():
             return username, None
         chosen = password or secrets.token_urlsafe(12)
         user = User.objects.create_superuser(username=username, email="", password=chosen)

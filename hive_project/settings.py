@@ -103,20 +103,17 @@ if _database_url:
     DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=env_int("HIVE_DB_CONN_MAX_AGE", 60))}
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "hive.sqlite3",
-            # Web, several workers and beat share one file: WAL lets readers run
-            # beside the writer, IMMEDIATE transactions take the write lock up
-            # front instead of failing half-way with "database is locked".
-            "OPTIONS": {
-                "timeout": 30,
-                "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
-        }
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "hive.sqlite3",
+                             "TEST": {"NAME": VAR_DIR / "test.sqlite3"}}}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, several workers and beat share one file: WAL lets readers run beside
+    # the writer, IMMEDIATE transactions take the write lock up front instead of
+    # failing half-way with "database is locked".
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

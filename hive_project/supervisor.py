@@ -92,7 +92,9 @@ def describe_exit(code: int | None) -> str:
 
 def _parent_death_preexec() -> Callable[[], None] | None:
     """On Linux, have each child get SIGTERM if the supervisor dies (even by SIGKILL),
-    so a crashed supervisor leaves no Redis holding the socket under var/."""
+    so a crashed supervisor leaves no Redis holding the socket under var/. The kernel
+    ties this to the spawning *thread*: start and run the supervisor from one thread
+    that lives as long as the children should."""
     if not sys.platform.startswith("linux"):
         return None
     try:

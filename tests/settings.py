@@ -18,6 +18,9 @@ os.environ.setdefault("HIVE_TASK_LEASE_SECONDS", "4")
 os.environ.setdefault("HIVE_PROBE_TIMEOUT", "2")
 os.environ.setdefault("HIVE_OLLAMA_CONNECT_TIMEOUT", "1")
 os.environ.setdefault("HIVE_PROGRESS_INTERVAL", "0.2")
+os.environ.setdefault("HIVE_RECONCILE_INTERVAL", "2")
+os.environ.setdefault("HIVE_SCHEDULER_INTERVAL", "2")
+os.environ.setdefault("HIVE_QUEUED_REDISPATCH_SECONDS", "5")
 
 from hive_project.settings import *  # noqa: E402,F403
 from hive_project.settings import HIVE_THROTTLE_RATES  # noqa: E402

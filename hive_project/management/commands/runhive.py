@@ -232,6 +232,8 @@ class Command(BaseCommand):
         "Ollama answers on localhost:11434, Celery workers for every queue, beat, Flower "
         "and the web server, as supervised child processes. Ctrl-C stops them all."
     )
+    # "user / password" of an admin created (or re-passworded) by this start, until shown.
+    _new_login: str | None = None
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.epilog = (
@@ -247,26 +249,23 @@ class Command(BaseCommand):
 
         supervisor = Supervisor(config.log_dir, logger, stop_timeout=config.stop_timeout)
         supervisor.install_signal_handlers()
+        self._new_login = None
         try:
             banner = self._start(supervisor, config)
-        except StopRequested:
-            supervisor.stop_all()
+        except BaseException as exc:
+            # After a second Ctrl-C the children are already killed: just reap them.
+            supervisor.stop_all(timeout=1 if isinstance(exc, KeyboardInterrupt) else None)
             supervisor.restore_signal_handlers()
-            self.stdout.write("Hive stopped")
-            return
-        except SupervisorError as exc:
-            supervisor.stop_all()
-            supervisor.restore_signal_handlers()
-            raise CommandError(str(exc)) from exc
-        except KeyboardInterrupt:
-            # A second Ctrl-C during start-up: the children are already killed.
-            supervisor.stop_all(timeout=1)
-            supervisor.restore_signal_handlers()
-            self.stdout.write("Hive stopped (killed)")
-            raise SystemExit(130) from None
-        except BaseException:
-            supervisor.stop_all()
-            supervisor.restore_signal_handlers()
+            if self._new_login:
+                self.stdout.write(f"Admin login: {self._new_login}  (shown once)")
+            if isinstance(exc, StopRequested):
+                self.stdout.write("Hive stopped")
+                return
+            if isinstance(exc, SupervisorError):
+                raise CommandError(str(exc)) from exc
+            if isinstance(exc, KeyboardInterrupt):
+                self.stdout.write("Hive stopped (killed)")
+                raise SystemExit(130) from None
             raise
 
         self.stdout.write(banner)
@@ -307,6 +306,8 @@ class Command(BaseCommand):
         username, password = bootstrap.ensure_admin(
             env_str("HIVE_ADMIN_USER", "admin"), env_str("HIVE_ADMIN_PASSWORD", None)
         )
+        if password:
+            self._new_login = f"{username} / {password}"
         self._check_stop(supervisor)
 
         if bootstrap.ollama_answers(LOCAL_OLLAMA_URL):
@@ -329,17 +330,21 @@ class Command(BaseCommand):
         for spec in build_children(config):
             supervisor.start(spec, wait_ready=WEB_READY_TIMEOUT if spec.ready_check else None)
 
-        return self._banner(config, username, password, nodes_line)
+        return self._banner(config, username, nodes_line)
 
     @staticmethod
     def _check_stop(supervisor: Supervisor) -> None:
         if supervisor.stop_requested:
             raise StopRequested("stop requested")
 
-    def _banner(self, config: RunConfig, username: str, password: str | None, nodes_line: str) -> str:
+    def _banner(self, config: RunConfig, username: str, nodes_line: str) -> str:
         site = f"http://{_display_host(config.host)}:{config.port}"
         flower = f"http://{_display_host(config.host)}:{config.flower_port}/"
-        login = f"{username} / {password}  (shown once)" if password else f"{username} (password unchanged)"
+        if self._new_login:
+            login = f"{self._new_login}  (shown once)"
+            self._new_login = None
+        else:
+            login = f"{username} (existing password; set HIVE_ADMIN_PASSWORD to change it)"
         lines = [
             "",
             self.style.SUCCESS("Hive is running"),
