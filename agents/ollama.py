@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -262,7 +262,7 @@ class OllamaStream:
         else:
             self._release()
 
-    def __enter__(self) -> OllamaStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -394,12 +394,9 @@ class OllamaStream:
 
     @staticmethod
     def _shutdown_socket(stream: Any) -> None:
-        if stream is None:
-            return
-        try:
-            sock = stream.get_extra_info("socket")
-        except Exception:  # a foreign transport's stream may not know "socket"
-            return
+        # Foreign transports (mocks, custom ones) may have no stream or no socket.
+        get_extra_info = getattr(stream, "get_extra_info", None)
+        sock = get_extra_info("socket") if callable(get_extra_info) else None
         if isinstance(sock, socket.socket):
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -464,7 +461,7 @@ class OllamaClient:
         self._http.close()
         self._stream_http.close()
 
-    def __enter__(self) -> OllamaClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import formatdate
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import h11
@@ -125,7 +125,7 @@ def parse_keep_alive(value: Any) -> float | None:
     Numbers are seconds; strings are Go durations ("5m", "1h30m") or plain numbers.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"invalid keep_alive {value!r}")
+        raise TypeError(f"invalid keep_alive {value!r}")
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -265,13 +265,15 @@ class _Model:
 
 
 _WORDS = (
-    "the model node cluster token queue worker slot task prompt stream answer system "
-    "data value graph signal memory cache layer vector kernel batch thread result "
-    "quickly slowly always often rarely never simply clearly carefully gently "
-    "runs builds reads writes moves holds sends finds keeps turns checks makes "
-    "bright quiet rapid steady simple hidden shared remote local final early "
-    "and or but so then while because after before with without over under into"
-).split()
+    "the", "model", "node", "cluster", "token", "queue", "worker", "slot", "task", "prompt",
+    "stream", "answer", "system", "data", "value", "graph", "signal", "memory", "cache", "layer",
+    "vector", "kernel", "batch", "thread", "result", "quickly", "slowly", "always", "often",
+    "rarely", "never", "simply", "clearly", "carefully", "gently", "runs", "builds", "reads",
+    "writes", "moves", "holds", "sends", "finds", "keeps", "turns", "checks", "makes", "bright",
+    "quiet", "rapid", "steady", "simple", "hidden", "shared", "remote", "local", "final", "early",
+    "and", "or", "but", "so", "then", "while", "because", "after", "before", "with", "without",
+    "over", "under", "into",
+)
 
 
 def _generate_tokens(seed_text: str, count: int | None) -> tuple[list[str], str]:
@@ -583,7 +585,7 @@ class SimulatedNode:
                     self._loop.remove_signal_handler(signum)
             log.info("%s: stopped", self.config.name)
 
-    def start(self, timeout: float = 10.0) -> SimulatedNode:
+    def start(self, timeout: float = 10.0) -> Self:
         """Serve on a daemon thread; returns once the port is bound (see `base_url`)."""
         self._ready.clear()
         self._thread = threading.Thread(target=self._serve_quietly, name=f"ollama-sim-{self.config.name}", daemon=True)
@@ -609,7 +611,7 @@ class SimulatedNode:
                 log.warning("%s: did not stop within %g s", self.config.name, timeout)
             self._thread = None
 
-    def __enter__(self) -> SimulatedNode:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -1008,7 +1010,7 @@ class SimulatedNode:
         if request.get("keep_alive") is not None:
             try:
                 keep_alive = parse_keep_alive(request["keep_alive"])
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 raise _BadRequest(str(exc)) from None
         options = request.get("options") or {}
         if not isinstance(options, dict):

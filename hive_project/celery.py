@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 from kombu import Queue
 
 from hive_project import queues
@@ -14,3 +15,10 @@ app = Celery("hive_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in queues.ALL_QUEUES]
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def _catch_up_on_start(sender: object = None, **kwargs: object) -> None:
+    # A worker that (re)joins may be what a stranded task was waiting for.
+    sender_app = getattr(sender, "app", app)
+    sender_app.send_task("hive.reconcile", queue=queues.CONTROL)

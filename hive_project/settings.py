@@ -131,7 +131,7 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "hive:asgi", "capacity": env_int("HIVE_CHANNEL_CAPACITY", 500)},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "hive:asgi", "capacity": 500},
     }
 }
 
@@ -155,6 +155,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("HIVE_VISIBILITY_TIMEOUT", 3600, minimum=60),
 }
 
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= HIVE_TASK_TIME_LIMIT + 30:
+    raise ImproperlyConfigured(
+        f"HIVE_VISIBILITY_TIMEOUT ({CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout']}s) must exceed the task "
+        f"time limit plus its grace ({HIVE_TASK_TIME_LIMIT + 30}s), or Redis redelivers tasks that are still running."
+    )
+
 # --- Scheduling and execution ----------------------------------------------
 HIVE_TASK_LEASE_SECONDS = env_int("HIVE_TASK_LEASE_SECONDS", 20, minimum=3)
 HIVE_MAX_ATTEMPTS = env_int("HIVE_MAX_ATTEMPTS", 3, minimum=1)
@@ -162,7 +168,6 @@ HIVE_QUEUED_REDISPATCH_SECONDS = env_int("HIVE_QUEUED_REDISPATCH_SECONDS", 30, m
 HIVE_SCHEDULER_INTERVAL = env_float("HIVE_SCHEDULER_INTERVAL", 5.0, minimum=0.5)
 HIVE_RECONCILE_INTERVAL = env_float("HIVE_RECONCILE_INTERVAL", 10.0, minimum=1.0)
 HIVE_HEALTH_INTERVAL = env_float("HIVE_HEALTH_INTERVAL", 30.0, minimum=1.0)
-HIVE_PROGRESS_INTERVAL = env_float("HIVE_PROGRESS_INTERVAL", 1.0, minimum=0.05)
 HIVE_OLLAMA_CONNECT_TIMEOUT = env_float("HIVE_OLLAMA_CONNECT_TIMEOUT", 3.0, minimum=0.1)
 HIVE_OLLAMA_READ_TIMEOUT = env_float("HIVE_OLLAMA_READ_TIMEOUT", 300.0, minimum=1.0)
 HIVE_PROBE_TIMEOUT = env_float("HIVE_PROBE_TIMEOUT", 5.0, minimum=0.1)

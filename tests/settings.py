@@ -17,7 +17,6 @@ os.environ.setdefault("HIVE_VAR_DIR", str(_ROOT / "var" / "test" / f"run-{os.get
 os.environ.setdefault("HIVE_TASK_LEASE_SECONDS", "4")
 os.environ.setdefault("HIVE_PROBE_TIMEOUT", "2")
 os.environ.setdefault("HIVE_OLLAMA_CONNECT_TIMEOUT", "1")
-os.environ.setdefault("HIVE_PROGRESS_INTERVAL", "0.2")
 os.environ.setdefault("HIVE_RECONCILE_INTERVAL", "2")
 os.environ.setdefault("HIVE_SCHEDULER_INTERVAL", "2")
 os.environ.setdefault("HIVE_QUEUED_REDISPATCH_SECONDS", "5")

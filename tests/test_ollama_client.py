@@ -98,9 +98,11 @@ def test_generate_stream(simulator: SimulatedNode) -> None:
 
 
 def test_chat_stream(simulator: SimulatedNode) -> None:
-    with OllamaClient(simulator.base_url) as client:
-        with client.chat(MODEL, [{"role": "user", "content": "Hi"}], options={"num_predict": 4}) as stream:
-            chunks = list(stream)
+    with (
+        OllamaClient(simulator.base_url) as client,
+        client.chat(MODEL, [{"role": "user", "content": "Hi"}], options={"num_predict": 4}) as stream,
+    ):
+        chunks = list(stream)
     assert len(chunks) == 5
     assert stream.text == "".join(c["message"]["content"] for c in chunks)
     assert len(stream.text.split()) == 4
@@ -163,13 +165,12 @@ def test_refuse_is_unavailable(simulator: SimulatedNode) -> None:
 
 def test_die_mid_stream_is_broken(simulator: SimulatedNode) -> None:
     simulator.set_fault("die-mid-stream")
-    received: list[dict[str, Any]] = []
     with OllamaClient(simulator.base_url) as client:
         stream = client.generate(MODEL, "hi", options={"num_predict": 10})
         with pytest.raises(OllamaStreamBroken) as excinfo:
-            for chunk in stream:
-                received.append(chunk)
-    assert len(received) == 5
+            list(stream)
+    assert stream.chunk_count == 5
+    assert len(stream.text.split()) == 5
     assert excinfo.value.retryable is True
     assert "mid-stream" in str(excinfo.value)
     assert stream.final is None
@@ -305,17 +306,15 @@ def test_stream_without_done_chunk_is_broken() -> None:
 
 def test_invalid_json_line_is_broken() -> None:
     body = ndjson({"response": "a", "done": False}) + b"{garbage\n" + ndjson({"response": "", "done": True})
-    with OllamaClient("http://node", transport=canned(body)) as client:
-        with pytest.raises(OllamaStreamBroken) as excinfo:
-            list(client.generate(MODEL, "hi"))
+    with OllamaClient("http://node", transport=canned(body)) as client, pytest.raises(OllamaStreamBroken) as excinfo:
+        list(client.generate(MODEL, "hi"))
     assert "invalid JSON" in excinfo.value.message
 
 
 def test_error_chunk_mid_stream_is_broken() -> None:
     body = ndjson({"response": "a", "done": False}, {"error": "out of memory"})
-    with OllamaClient("http://node", transport=canned(body)) as client:
-        with pytest.raises(OllamaStreamBroken) as excinfo:
-            list(client.generate(MODEL, "hi"))
+    with OllamaClient("http://node", transport=canned(body)) as client, pytest.raises(OllamaStreamBroken) as excinfo:
+        list(client.generate(MODEL, "hi"))
     assert excinfo.value.message == "out of memory"
     assert "http://node/api/generate" in str(excinfo.value)
 
@@ -334,9 +333,9 @@ def test_unicode_line_separators_inside_strings_survive() -> None:
 
 
 def test_http_error_without_json_body() -> None:
-    with OllamaClient("http://node", transport=canned(b"bad gateway", 502, "text/plain")) as client:
-        with pytest.raises(OllamaHTTPError) as excinfo:
-            client.ps()
+    transport = canned(b"bad gateway", 502, "text/plain")
+    with OllamaClient("http://node", transport=transport) as client, pytest.raises(OllamaHTTPError) as excinfo:
+        client.ps()
     assert excinfo.value.status_code == 502 and excinfo.value.retryable
     assert excinfo.value.message == "bad gateway"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -20,10 +20,21 @@ if TYPE_CHECKING:
 pytest_plugins = ("tests.simulator_fixtures",)
 
 MODEL = "llama3.2:3b"
+ClientFactory = Callable[[SimulatedNode], ollama.Client]
 
 
-def client_for(node: SimulatedNode) -> ollama.Client:
-    return ollama.Client(host=node.base_url, timeout=10)
+@pytest.fixture
+def client_for() -> Iterator[Callable[[SimulatedNode], ollama.Client]]:
+    clients: list[ollama.Client] = []
+
+    def connect(node: SimulatedNode) -> ollama.Client:
+        client = ollama.Client(host=node.base_url, timeout=10)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
 
 
 def loaded_models(client: ollama.Client) -> list[str]:
@@ -39,7 +50,7 @@ def test_root_and_version(simulator: SimulatedNode) -> None:
     assert httpx.get(f"{simulator.base_url}/api/nope").status_code == 404
 
 
-def test_list_and_show(start_simulator: Callable[..., SimulatedNode]) -> None:
+def test_list_and_show(start_simulator: Callable[..., SimulatedNode], client_for: ClientFactory) -> None:
     node = start_simulator(models="llama3.2:3b,codellama:7b,mistral")
     client = client_for(node)
 
@@ -71,7 +82,7 @@ def test_list_and_show(start_simulator: Callable[..., SimulatedNode]) -> None:
     assert "not found" in excinfo.value.error
 
 
-def test_generate_non_stream(simulator: SimulatedNode) -> None:
+def test_generate_non_stream(simulator: SimulatedNode, client_for: ClientFactory) -> None:
     client = client_for(simulator)
     response = client.generate(MODEL, "Why is the sky blue?", options={"num_predict": 7})
     assert isinstance(response, ollama.GenerateResponse)
@@ -92,7 +103,7 @@ def test_generate_non_stream(simulator: SimulatedNode) -> None:
     assert other.response != response.response
 
 
-def test_generate_stream(simulator: SimulatedNode) -> None:
+def test_generate_stream(simulator: SimulatedNode, client_for: ClientFactory) -> None:
     client = client_for(simulator)
     chunks = list(client.generate(MODEL, "Tell me a story", stream=True))
     *tokens, final = chunks
@@ -114,7 +125,7 @@ def test_generate_stream(simulator: SimulatedNode) -> None:
     assert limited[-1].done_reason == "length"
 
 
-def test_chat(simulator: SimulatedNode) -> None:
+def test_chat(simulator: SimulatedNode, client_for: ClientFactory) -> None:
     client = client_for(simulator)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
     reply = client.chat(MODEL, messages=messages, options={"num_predict": 5})
@@ -135,7 +146,7 @@ def test_chat(simulator: SimulatedNode) -> None:
     ).json()
 
 
-def test_cold_load_keep_alive_and_ps(start_simulator: Callable[..., SimulatedNode]) -> None:
+def test_cold_load_keep_alive_and_ps(start_simulator: Callable[..., SimulatedNode], client_for: ClientFactory) -> None:
     node = start_simulator(load_delay=0.3)
     client = client_for(node)
     assert client.ps().models == []
@@ -175,7 +186,7 @@ def test_cold_load_keep_alive_and_ps(start_simulator: Callable[..., SimulatedNod
     assert node.stats()["loads"] == 2  # cold start, and again after keep_alive=0
 
 
-def test_load_and_unload_requests(start_simulator: Callable[..., SimulatedNode]) -> None:
+def test_load_and_unload_requests(start_simulator: Callable[..., SimulatedNode], client_for: ClientFactory) -> None:
     node = start_simulator(load_delay=0.2)
     client = client_for(node)
     loaded = client.generate("codellama:7b")
@@ -192,7 +203,7 @@ def test_load_and_unload_requests(start_simulator: Callable[..., SimulatedNode])
     assert loaded_models(client) == ["codellama:7b"]
 
 
-def test_errors(simulator: SimulatedNode) -> None:
+def test_errors(simulator: SimulatedNode, client_for: ClientFactory) -> None:
     client = client_for(simulator)
     with pytest.raises(ollama.ResponseError) as excinfo:
         client.generate("nope:1b", "hi")
@@ -212,7 +223,7 @@ def test_errors(simulator: SimulatedNode) -> None:
     assert bad_keep_alive.status_code == 400
 
 
-def test_parallel_slots_queue_requests(start_simulator: Callable[..., SimulatedNode]) -> None:
+def test_parallel_slots_queue_requests(start_simulator: Callable[..., SimulatedNode], client_for: ClientFactory) -> None:
     def run_two(node: SimulatedNode) -> float:
         client = client_for(node)
         client.generate(MODEL)  # load first so only generation time is measured
@@ -236,13 +247,12 @@ def test_parallel_slots_queue_requests(start_simulator: Callable[..., SimulatedN
     double = start_simulator(parallel=2, tps=100)
     concurrent = run_two(double)
     assert double.stats()["max_running"] == 2
-    # 30 tokens at 100 tokens/s: 0.3 s per request.
+    # 30 tokens at 100 tokens/s: 0.3 s per request, so about 0.6 s vs 0.3 s.
     assert serial >= 0.55
-    assert concurrent < 0.5
     assert serial > 1.5 * concurrent
 
 
-def test_faults_through_official_client(simulator: SimulatedNode) -> None:
+def test_faults_through_official_client(simulator: SimulatedNode, client_for: ClientFactory) -> None:
     client = client_for(simulator)
     simulator.set_fault("503")
     with pytest.raises(ollama.ResponseError) as excinfo:
@@ -277,9 +287,12 @@ def test_keep_alive_parsing() -> None:
     assert parse_keep_alive("45") == 45
     assert parse_keep_alive(-1) is None
     assert parse_keep_alive("-1m") is None
-    for bad in ("soon", "5x", "", True, [1]):
+    for bad in ("soon", "5x", ""):
         with pytest.raises(ValueError):
             parse_keep_alive(bad)
+    for bad_type in (True, [1], None):
+        with pytest.raises(TypeError):
+            parse_keep_alive(bad_type)
     assert normalize_model_name("llama3.2") == "llama3.2:latest"
     assert normalize_model_name("llama3.2:3b") == "llama3.2:3b"
     assert normalize_model_name("registry:5000/llama3.2") == "registry:5000/llama3.2:latest"

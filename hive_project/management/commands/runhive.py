@@ -344,7 +344,7 @@ class Command(BaseCommand):
             login = f"{self._new_login}  (shown once)"
             self._new_login = None
         else:
-            login = f"{username} (existing password; set HIVE_ADMIN_PASSWORD to change it)"
+            login = f"{username} (password printed at first start; change it in the admin or with `manage.py changepassword {username}`)"
         lines = [
             "",
             self.style.SUCCESS("Hive is running"),
