@@ -101,7 +101,10 @@ class Agent(models.Model):
     models_available = models.JSONField(default=list, blank=True, help_text="From /api/tags")
     models_loaded = models.JSONField(default=list, blank=True, help_text="From /api/ps")
     tokens_per_second = models.FloatField(default=0.0, help_text="Moving average of measured generation speed.")
-    consecutive_failures = models.PositiveIntegerField(default=0)
+    load_seconds = models.FloatField(default=0.0, help_text="Moving average of measured cold-load time (0 = not measured yet).")
+    consecutive_failures = models.PositiveIntegerField(default=0, help_text="Failed task attempts in a row (circuit breaker).")
+    probe_failures = models.PositiveIntegerField(default=0, help_text="Failed probes in a row (probe backoff).")
+    next_probe_at = models.DateTimeField(null=True, blank=True, help_text="An offline agent is not probed before this.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

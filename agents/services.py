@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.models import Agent, AgentHealthCheck
@@ -36,12 +38,16 @@ def probe_agent(agent: Agent) -> AgentHealthCheck:
             tags = client.tags()
             loaded = client.ps()
     except OllamaError as exc:
+        now = timezone.now()
         agent.status = Agent.Status.OFFLINE
         agent.last_error = str(exc)
-        agent.last_probe_at = timezone.now()
-        agent.save(update_fields=["status", "last_error", "last_probe_at", "updated_at"])
+        agent.last_probe_at = now
+        agent.probe_failures += 1
+        agent.next_probe_at = now + timedelta(seconds=probe_backoff(agent.probe_failures))
+        agent.save(update_fields=["status", "last_error", "last_probe_at", "probe_failures", "next_probe_at",
+                                  "updated_at"])
         check = AgentHealthCheck.objects.create(agent=agent, available=False, error_message=str(exc))
-        logger.info("agent %s is offline: %s", agent.slug, exc)
+        logger.info("agent %s is offline: %s (next probe in %.0fs)", agent.slug, exc, probe_backoff(agent.probe_failures))
         return check
     now = timezone.now()
     agent.status = Agent.Status.ONLINE
@@ -51,9 +57,14 @@ def probe_agent(agent: Agent) -> AgentHealthCheck:
     agent.ollama_version = version
     agent.models_available = _trim(tags, _TAG_FIELDS)
     agent.models_loaded = _trim(loaded, _PS_FIELDS)
-    agent.consecutive_failures = 0
+    # Half-open: an agent whose circuit tripped gets work again, but one more
+    # failure trips it at once.
+    agent.consecutive_failures = min(agent.consecutive_failures, settings.HIVE_CIRCUIT_FAILURES - 1)
+    agent.probe_failures = 0
+    agent.next_probe_at = None
     agent.save(update_fields=["status", "last_error", "last_seen", "last_probe_at", "ollama_version",
-                              "models_available", "models_loaded", "consecutive_failures", "updated_at"])
+                              "models_available", "models_loaded", "consecutive_failures", "probe_failures",
+                              "next_probe_at", "updated_at"])
     check = AgentHealthCheck.objects.create(
         agent=agent, available=True, response_time=response_time, models_loaded=agent.loaded_model_names,
     )
@@ -98,7 +109,9 @@ def health_sweep() -> int:
 
     from django.db import connection
 
-    agents = list(Agent.objects.all())
+    now = timezone.now()
+    # An agent in probe backoff is skipped until its time comes.
+    agents = list(Agent.objects.filter(Q(next_probe_at__isnull=True) | Q(next_probe_at__lte=now)))
 
     def probe(agent: Agent) -> bool:
         try:
@@ -108,3 +121,69 @@ def health_sweep() -> int:
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(agents)))) as pool:
         return sum(pool.map(probe, agents))
+
+
+def probe_backoff(failures: int) -> float:
+    return min(settings.HIVE_PROBE_BACKOFF_SECONDS * 2 ** max(failures - 1, 0), settings.HIVE_PROBE_BACKOFF_MAX_SECONDS)
+
+
+SMOOTHING = 0.3
+
+
+def _smooth(previous: float, sample: float) -> float:
+    return sample if previous <= 0 else previous + SMOOTHING * (sample - previous)
+
+
+def record_success(agent: Agent, model: str, *, tps: float | None, load_seconds: float, was_warm: bool) -> None:
+    """After a task completed: speed, load time, and which model is now resident."""
+    now = timezone.now()
+    refreshed: list[dict[str, Any]] | None = None
+    if not was_warm:
+        # A cold load may have evicted other models; ask the node what it holds now.
+        try:
+            with OllamaClient(agent.endpoint, connect_timeout=settings.HIVE_PROBE_TIMEOUT,
+                              read_timeout=settings.HIVE_PROBE_TIMEOUT) as client:
+                refreshed = _trim(client.ps(), _PS_FIELDS)
+        except OllamaError:
+            refreshed = None
+    with transaction.atomic():
+        fresh = Agent.objects.select_for_update().filter(pk=agent.pk).first()
+        if fresh is None:
+            return
+        update: dict[str, Any] = {"consecutive_failures": 0, "last_seen": now}
+        if tps:
+            update["tokens_per_second"] = _smooth(fresh.tokens_per_second, tps)
+        if not was_warm and load_seconds > 0:
+            update["load_seconds"] = _smooth(fresh.load_seconds, load_seconds)
+        if refreshed is not None:
+            update["models_loaded"] = refreshed
+        else:
+            expires = now + timedelta(seconds=settings.HIVE_KEEP_ALIVE_SECONDS)
+            others = [m for m in fresh.models_loaded if isinstance(m, dict) and (m.get("name") or m.get("model")) != model]
+            update["models_loaded"] = [*others, {"name": model, "model": model, "expires_at": expires.isoformat()}]
+        Agent.objects.filter(pk=agent.pk).update(**update)
+
+
+def record_failure(agent: Agent, error: str) -> bool:
+    """Count a failed attempt; after HIVE_CIRCUIT_FAILURES in a row the circuit opens.
+
+    An open circuit means the agent is offline: it gets no work until a probe
+    succeeds, and probes back off exponentially. Returns True if it opened now.
+    """
+    threshold = settings.HIVE_CIRCUIT_FAILURES
+    now = timezone.now()
+    with transaction.atomic():
+        Agent.objects.filter(pk=agent.pk).update(consecutive_failures=F("consecutive_failures") + 1)
+        failures = Agent.objects.filter(pk=agent.pk).values_list("consecutive_failures", flat=True).first() or 0
+        if failures < threshold:
+            return False
+        backoff = probe_backoff(1)
+        opened = Agent.objects.filter(pk=agent.pk).exclude(status=Agent.Status.OFFLINE).update(
+            status=Agent.Status.OFFLINE, next_probe_at=now + timedelta(seconds=backoff), probe_failures=1,
+            last_error=f"circuit open after {failures} consecutive failures; last: {error}")
+    if opened:
+        logger.warning("agent %s: circuit open after %d consecutive failures (%s)", agent.slug, failures, error)
+        from agents.tasks import probe_agent as probe_task
+
+        transaction.on_commit(lambda: probe_task.apply_async(args=(str(agent.pk),), countdown=backoff))
+    return bool(opened)

@@ -18,9 +18,47 @@ def request_scheduling_pass() -> None:
     transaction.on_commit(lambda: run_scheduling_pass.apply_async(queue=queues.CONTROL))
 
 
-def send_execution(task_id: uuid.UUID, dispatch_id: uuid.UUID, priority: int) -> None:
-    from coordinator.tasks import execute_task
+MARKER_PREFIX = "hive:dispatch:"
 
-    transaction.on_commit(
-        lambda: execute_task.apply_async(args=(str(task_id), str(dispatch_id)), queue=queues.queue_for_priority(priority))
-    )
+
+def marker_key(dispatch_id: uuid.UUID | str) -> str:
+    return f"{MARKER_PREFIX}{dispatch_id}"
+
+
+def send_execution(task_id: uuid.UUID, dispatch_id: uuid.UUID, priority: int) -> None:
+    """Send the execution message and leave a marker beside it in the broker's Redis.
+
+    The marker lives exactly as long as the message can: if Redis loses the queue
+    (flushed, restarted without persistence) it loses the marker too, and the
+    reconciler sends the message again from the database.
+    """
+    transaction.on_commit(lambda: _publish(task_id, dispatch_id, priority))
+
+
+def _publish(task_id: uuid.UUID, dispatch_id: uuid.UUID, priority: int) -> None:
+    from django.conf import settings
+
+    from coordinator.tasks import execute_task
+    from hive_project.redis_client import get_redis
+
+    get_redis().set(marker_key(dispatch_id), str(task_id),
+                    ex=settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"])
+    execute_task.apply_async(args=(str(task_id), str(dispatch_id)), queue=queues.queue_for_priority(priority))
+
+
+def forget_marker(dispatch_id: uuid.UUID | str) -> None:
+    from hive_project.redis_client import get_redis
+
+    get_redis().delete(marker_key(dispatch_id))
+
+
+def missing_markers(dispatch_ids: list[str]) -> set[str]:
+    from hive_project.redis_client import get_redis
+
+    if not dispatch_ids:
+        return set()
+    with get_redis().pipeline(transaction=False) as pipe:
+        for dispatch_id in dispatch_ids:
+            pipe.exists(marker_key(dispatch_id))
+        found = pipe.execute()
+    return {d for d, present in zip(dispatch_ids, found, strict=True) if not present}

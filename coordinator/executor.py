@@ -20,17 +20,15 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agents import services as agent_services
 from agents.models import Agent
-from agents.ollama import OllamaClient, OllamaError, OllamaStream, OllamaStreamAborted
-from coordinator.dispatch import request_scheduling_pass
+from agents.ollama import OllamaClient, OllamaError, OllamaHTTPError, OllamaStream, OllamaStreamAborted
+from coordinator.dispatch import forget_marker, request_scheduling_pass
 from coordinator.models import Task, TaskAttempt
 from coordinator.scheduler import resolve_model
 from coordinator.services import fail_dependents, return_to_pending_or_fail
 
 logger = logging.getLogger(__name__)
-
-TPS_SMOOTHING = 0.3
-
 
 class LeaseHeld(Exception):
     """Another live process still holds the task's lease; try again when it may have expired."""
@@ -59,6 +57,7 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
         if current is not None:
             raise LeaseHeld(max((current - now).total_seconds(), 0.5))
         return None
+    forget_marker(dispatch_id)
     task = Task.objects.select_related("assigned_agent").get(pk=task_id)
     TaskAttempt.objects.create(task=task, number=task.attempts, agent=task.assigned_agent,
                                dispatch_id=task.dispatch_id, worker=worker)
@@ -149,7 +148,10 @@ def execute(task_id: str, dispatch_id: str, worker: str) -> str:
         watchdog.stop()
         if watchdog.cancelled:
             return _finish_cancelled(task, "".join(parts))
-        _note_agent_failure(agent)
+        if _is_the_requests_fault(exc):
+            # Ollama refused this request itself (bad options, say): another node would too.
+            return _fail_attempt(task, str(exc), final=True)
+        agent_services.record_failure(agent, str(exc))
         return _fail_attempt(task, str(exc))
     except SoftTimeLimitExceeded:
         watchdog.stop()
@@ -165,6 +167,10 @@ def execute(task_id: str, dispatch_id: str, worker: str) -> str:
     return _finish_completed(task, agent, model, "".join(parts), stream)
 
 
+def _is_the_requests_fault(exc: OllamaError) -> bool:
+    return isinstance(exc, OllamaHTTPError) and 400 <= exc.status_code < 500 and exc.status_code not in (404, 408, 429)
+
+
 def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: OllamaStream) -> str:
     timings = stream.timings.as_dict()
     tps = timings.get("tokens_per_second") or None
@@ -178,8 +184,9 @@ def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: O
             return "lost"
         TaskAttempt.objects.filter(task=task, dispatch_id=task.dispatch_id, outcome=TaskAttempt.Outcome.RUNNING).update(
             outcome=TaskAttempt.Outcome.SUCCEEDED, finished_at=now)
-        _note_agent_success(agent, model, tps)
         request_scheduling_pass()
+    agent_services.record_success(agent, model, tps=tps, load_seconds=timings.get("load_duration", 0) / 1e9,
+                                  was_warm=agent.has_loaded(model))
     return Task.Status.COMPLETED
 
 
@@ -200,21 +207,9 @@ def _finish_cancelled(task: Task, partial: str) -> str:
     return Task.Status.CANCELLED
 
 
-def _fail_attempt(task: Task, error: str) -> str:
+def _fail_attempt(task: Task, error: str, *, final: bool = False) -> str:
     task.refresh_from_db()
     TaskAttempt.objects.filter(task=task, dispatch_id=task.dispatch_id, outcome=TaskAttempt.Outcome.RUNNING).update(
         outcome=TaskAttempt.Outcome.FAILED, finished_at=timezone.now(), error=error)
     logger.warning("task %s attempt %s on %s failed: %s", task.pk, task.attempts, task.assigned_agent_id, error)
-    return return_to_pending_or_fail(task, task.dispatch_id, error, exclude_agent=True) or "lost"
-
-
-def _note_agent_success(agent: Agent, model: str, tps: float | None) -> None:
-    update: dict[str, Any] = {"consecutive_failures": 0}
-    if tps:
-        fresh = Agent.objects.filter(pk=agent.pk).values_list("tokens_per_second", flat=True).first() or 0.0
-        update["tokens_per_second"] = tps if not fresh else fresh + TPS_SMOOTHING * (tps - fresh)
-    Agent.objects.filter(pk=agent.pk).update(**update)
-
-
-def _note_agent_failure(agent: Agent) -> None:
-    Agent.objects.filter(pk=agent.pk).update(consecutive_failures=F("consecutive_failures") + 1)
+    return return_to_pending_or_fail(task, task.dispatch_id, error, exclude_agent=True, final=final) or "lost"

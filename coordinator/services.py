@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent
-from coordinator.dispatch import request_scheduling_pass, send_execution
+from coordinator.dispatch import missing_markers, request_scheduling_pass, send_execution
 from coordinator.models import Task, TaskAttempt, TaskDependency
 from hive_project.errors import ConflictError
 
@@ -220,7 +220,7 @@ def retry_task(task: Task) -> Task:
 
 
 def return_to_pending_or_fail(task: Task, dispatch_id: uuid.UUID, error: str, *, exclude_agent: bool,
-                              extra_filter: dict[str, Any] | None = None) -> str:
+                              extra_filter: dict[str, Any] | None = None, final: bool = False) -> str:
     """After a failed or lost attempt: try again elsewhere, or fail when attempts are used up.
 
     Returns the new status, or "" if the task had moved on (someone else won).
@@ -228,7 +228,7 @@ def return_to_pending_or_fail(task: Task, dispatch_id: uuid.UUID, error: str, *,
     excluded = list(task.excluded_agents)
     if exclude_agent and task.assigned_agent_id and str(task.assigned_agent_id) not in excluded:
         excluded.append(str(task.assigned_agent_id))
-    retry = task.attempts < task.max_attempts and not task.cancel_requested
+    retry = task.attempts < task.max_attempts and not task.cancel_requested and not final
     base = Task.objects.filter(pk=task.pk, dispatch_id=dispatch_id, status__in=Task.Status.holding_slot(),
                                **(extra_filter or {}))
     now = timezone.now()
@@ -243,7 +243,7 @@ def return_to_pending_or_fail(task: Task, dispatch_id: uuid.UUID, error: str, *,
             new_status = Task.Status.CANCELLED
         else:
             updated = base.update(status=Task.Status.FAILED, lease_expires_at=None, completed_at=now,
-                                  error=f"failed after {task.attempts} attempt(s): {error}")
+                                  error=error if final else f"failed after {task.attempts} attempt(s): {error}")
             new_status = Task.Status.FAILED
         if not updated:
             return ""
@@ -268,14 +268,21 @@ def reconcile() -> dict[str, int]:
             TaskAttempt.objects.filter(task=task, dispatch_id=task.dispatch_id, outcome=TaskAttempt.Outcome.RUNNING).update(
                 outcome=TaskAttempt.Outcome.LOST, error=lost, finished_at=now)
             logger.warning("task %s: %s; now %s", task.pk, lost, new_status)
-    # A queued task whose message was lost (broker flushed or restarted) would wait
-    # forever; sending the same dispatch again is harmless because claiming is
-    # conditional on the dispatch id.
+    # A queued task whose message Redis lost (flushed, restarted) would wait forever:
+    # its marker is gone with it, so send the same dispatch again. Duplicates are
+    # harmless because claiming is conditional on the dispatch id. Very old queued
+    # tasks are re-sent too, in case a message was consumed without being claimed.
+    settle = now - timedelta(seconds=2)
     stale = now - timedelta(seconds=settings.HIVE_QUEUED_REDISPATCH_SECONDS)
-    for task in Task.objects.filter(status=Task.Status.QUEUED, queued_at__lt=stale):
+    queued = list(Task.objects.filter(status=Task.Status.QUEUED, queued_at__lt=settle)
+                  .values_list("pk", "dispatch_id", "priority", "queued_at"))
+    lost = missing_markers([str(d) for _, d, _, _ in queued])
+    for pk, dispatch_id, priority, queued_at in queued:
+        if str(dispatch_id) not in lost and queued_at >= stale:
+            continue
         with transaction.atomic():
-            if Task.objects.filter(pk=task.pk, status=Task.Status.QUEUED, dispatch_id=task.dispatch_id).update(queued_at=now):
-                send_execution(task.pk, task.dispatch_id, task.priority)
+            if Task.objects.filter(pk=pk, status=Task.Status.QUEUED, dispatch_id=dispatch_id).update(queued_at=now):
+                send_execution(pk, dispatch_id, priority)
                 counts["redispatched"] += 1
     with transaction.atomic():
         request_scheduling_pass()

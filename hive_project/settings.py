@@ -164,7 +164,20 @@ if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= HIVE_TASK_TIME_LIMIT
 # --- Scheduling and execution ----------------------------------------------
 HIVE_TASK_LEASE_SECONDS = env_int("HIVE_TASK_LEASE_SECONDS", 20, minimum=3)
 HIVE_MAX_ATTEMPTS = env_int("HIVE_MAX_ATTEMPTS", 3, minimum=1)
-HIVE_QUEUED_REDISPATCH_SECONDS = env_int("HIVE_QUEUED_REDISPATCH_SECONDS", 30, minimum=2)
+HIVE_PLACEMENT = env_choice("HIVE_PLACEMENT", "warm_first", ("warm_first", "least_busy", "round_robin"))
+# Priority points a pending task gains per minute of waiting, so low-priority work
+# cannot starve: at 0.25 a priority-1 task outranks a fresh priority-5 one after 16 min.
+HIVE_AGING_PER_MINUTE = env_float("HIVE_AGING_PER_MINUTE", 0.25, minimum=0.0)
+HIVE_CIRCUIT_FAILURES = env_int("HIVE_CIRCUIT_FAILURES", 3, minimum=1)
+HIVE_PROBE_BACKOFF_SECONDS = env_float("HIVE_PROBE_BACKOFF_SECONDS", 5.0, minimum=0.1)
+HIVE_PROBE_BACKOFF_MAX_SECONDS = env_float("HIVE_PROBE_BACKOFF_MAX_SECONDS", 300.0, minimum=1.0)
+# Estimates used when nothing has been measured yet.
+HIVE_DEFAULT_TOKENS = env_int("HIVE_DEFAULT_TOKENS", 256, minimum=1)
+HIVE_DEFAULT_TPS = env_float("HIVE_DEFAULT_TPS", 20.0, minimum=0.1)
+HIVE_DEFAULT_LOAD_SECONDS = env_float("HIVE_DEFAULT_LOAD_SECONDS", 5.0, minimum=0.0)
+# How long Ollama keeps a model loaded after Hive used it (its default keep-alive).
+HIVE_KEEP_ALIVE_SECONDS = env_int("HIVE_KEEP_ALIVE_SECONDS", 300, minimum=0)
+HIVE_QUEUED_REDISPATCH_SECONDS = env_int("HIVE_QUEUED_REDISPATCH_SECONDS", 600, minimum=2)
 HIVE_SCHEDULER_INTERVAL = env_float("HIVE_SCHEDULER_INTERVAL", 5.0, minimum=0.5)
 HIVE_RECONCILE_INTERVAL = env_float("HIVE_RECONCILE_INTERVAL", 10.0, minimum=1.0)
 HIVE_HEALTH_INTERVAL = env_float("HIVE_HEALTH_INTERVAL", 30.0, minimum=1.0)

@@ -68,7 +68,7 @@ def test_a_task_no_agent_can_run_waits_with_a_reason():
     scheduler.schedule_once()
     task.refresh_from_db()
     assert task.status == Task.Status.PENDING
-    assert task.metadata["waiting_reason"] == "no online agent offers capability 'security'"
+    assert scheduler.queue_info([str(task.pk)])[str(task.pk)]["reason"] == "no online agent offers capability 'security'"
 
 
 def test_the_model_must_be_available_on_the_agent():

@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from agents.models import GENERAL
 from coordinator.models import Task, TaskAttempt
+from coordinator.scheduler import queue_info
 
 TASK_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
@@ -50,6 +51,10 @@ class TaskSerializer(serializers.ModelSerializer):
     timings = TimingsSerializer(read_only=True)
     attempt_log = AttemptSerializer(many=True, read_only=True)
     waiting_reason = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField(
+        help_text="Pending only: 1 + the number of waiting tasks ahead of it that compete for the same agents.")
+    estimated_start_at = serializers.SerializerMethodField(
+        help_text="Pending only: when it is expected to start, from measured token rates.")
     created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None)
     model_used = serializers.SerializerMethodField()
 
@@ -58,7 +63,8 @@ class TaskSerializer(serializers.ModelSerializer):
         fields = [
             "id", "title", "prompt", "system", "task_type", "model", "options", "priority", "depends_on",
             "dependencies", "status", "assigned_agent", "pinned_agent", "model_used", "attempts", "max_attempts",
-            "result", "error", "timings", "tokens_per_second", "metadata", "waiting_reason", "cancel_requested",
+            "result", "error", "timings", "tokens_per_second", "metadata", "waiting_reason", "queue_position",
+            "estimated_start_at", "cancel_requested",
             "attempt_log", "created_by", "created_at", "queued_at", "started_at", "completed_at",
         ]
         read_only_fields = ["status", "attempts", "result", "error", "tokens_per_second", "cancel_requested",
@@ -72,8 +78,24 @@ class TaskSerializer(serializers.ModelSerializer):
     def get_dependencies(self, task: Task) -> list[str]:
         return [str(link.depends_on_task_id) for link in task.dependency_links.all()]
 
+    def _queue(self, task: Task) -> dict[str, Any]:
+        if task.status != Task.Status.PENDING:
+            return {}
+        known = self.context.setdefault("queue_info", {})
+        if str(task.pk) not in known:
+            known.update(queue_info([str(task.pk)]))
+        return known.get(str(task.pk), {})
+
     def get_waiting_reason(self, task: Task) -> str | None:
-        return task.metadata.get("waiting_reason") if task.status == Task.Status.PENDING else None
+        if task.status != Task.Status.PENDING:
+            return None
+        return self._queue(task).get("reason") or "waiting for the scheduler or for its dependencies"
+
+    def get_queue_position(self, task: Task) -> int | None:
+        return self._queue(task).get("position")
+
+    def get_estimated_start_at(self, task: Task) -> str | None:
+        return self._queue(task).get("eta")
 
     def get_model_used(self, task: Task) -> str | None:
         return task.metadata.get("model")

@@ -18,6 +18,7 @@ from coordinator import services
 from coordinator.api.filters import TaskFilter
 from coordinator.api.serializers import AssignSerializer, BatchSerializer, TaskSerializer, TaskUpdateSerializer
 from coordinator.models import Task
+from coordinator.scheduler import queue_info
 from coordinator.status import agent_statuses, cluster_status
 from hive_project.lookups import by_id_or_slug
 from hive_project.permissions import HasPerms
@@ -53,6 +54,12 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     def _detail(self, task: Task, code: int = status.HTTP_200_OK) -> Response:
         return Response(TaskSerializer(self.get_queryset().get(pk=task.pk), context=self.get_serializer_context()).data,
                         status=code)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset())) or []
+        context = self.get_serializer_context()
+        context["queue_info"] = queue_info([str(t.pk) for t in page if t.status == Task.Status.PENDING])
+        return self.get_paginated_response(TaskSerializer(page, many=True, context=context).data)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
