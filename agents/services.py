@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentHealthCheck
 from agents.ollama import OllamaClient, OllamaError
+from coordinator import events
 from hive_project.errors import ConflictError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def probe_agent(agent: Agent) -> AgentHealthCheck:
     timeout = settings.HIVE_PROBE_TIMEOUT
     started = time.monotonic()
     was_schedulable = agent.status != Agent.Status.OFFLINE
+    previous_status = agent.display_status
     try:
         with OllamaClient(agent.endpoint, connect_timeout=timeout, read_timeout=timeout) as client:
             version = client.version()
@@ -47,6 +49,7 @@ def probe_agent(agent: Agent) -> AgentHealthCheck:
         agent.save(update_fields=["status", "last_error", "last_probe_at", "probe_failures", "next_probe_at",
                                   "updated_at"])
         check = AgentHealthCheck.objects.create(agent=agent, available=False, error_message=str(exc))
+        _status_changed(agent, previous_status)
         logger.info("agent %s is offline: %s (next probe in %.0fs)", agent.slug, exc, probe_backoff(agent.probe_failures))
         return check
     now = timezone.now()
@@ -68,6 +71,7 @@ def probe_agent(agent: Agent) -> AgentHealthCheck:
     check = AgentHealthCheck.objects.create(
         agent=agent, available=True, response_time=response_time, models_loaded=agent.loaded_model_names,
     )
+    _status_changed(agent, previous_status)
     if not was_schedulable:
         from coordinator.dispatch import request_scheduling_pass
 
@@ -82,12 +86,16 @@ def register_agent(fields: dict[str, Any]) -> Agent:
     agent.save()
     probe_agent(agent)
     agent.refresh_from_db()
+    events.agent_event(events.AGENT_REGISTERED, agent, endpoint=agent.endpoint,
+                       models_available=agent.available_model_names, models_loaded=agent.loaded_model_names)
     return agent
 
 
 def set_draining(agent: Agent, draining: bool) -> Agent:
+    previous_status = agent.display_status
     Agent.objects.filter(pk=agent.pk).update(draining=draining, updated_at=timezone.now())
     agent.refresh_from_db()
+    _status_changed(agent, previous_status)
     if not draining:
         from coordinator.dispatch import request_scheduling_pass
 
@@ -162,6 +170,10 @@ def record_success(agent: Agent, model: str, *, tps: float | None, load_seconds:
             others = [m for m in fresh.models_loaded if isinstance(m, dict) and (m.get("name") or m.get("model")) != model]
             update["models_loaded"] = [*others, {"name": model, "model": model, "expires_at": expires.isoformat()}]
         Agent.objects.filter(pk=agent.pk).update(**update)
+        fresh.tokens_per_second = update.get("tokens_per_second", fresh.tokens_per_second)
+        events.agent_event(events.AGENT_PERFORMANCE_UPDATE, fresh, tokens_per_second=round(fresh.tokens_per_second, 2),
+                           last_tps=tps, model=model, cold_load=not was_warm,
+                           load_seconds=round(load_seconds, 3) if not was_warm else None)
 
 
 def record_failure(agent: Agent, error: str) -> bool:
@@ -182,8 +194,15 @@ def record_failure(agent: Agent, error: str) -> bool:
             status=Agent.Status.OFFLINE, next_probe_at=now + timedelta(seconds=backoff), probe_failures=1,
             last_error=f"circuit open after {failures} consecutive failures; last: {error}")
     if opened:
+        agent.refresh_from_db()
+        events.agent_event(events.AGENT_STATUS_CHANGED, agent, previous="online", reason=agent.last_error)
         logger.warning("agent %s: circuit open after %d consecutive failures (%s)", agent.slug, failures, error)
         from agents.tasks import probe_agent as probe_task
 
         transaction.on_commit(lambda: probe_task.apply_async(args=(str(agent.pk),), countdown=backoff))
     return bool(opened)
+
+
+def _status_changed(agent: Agent, previous: str) -> None:
+    if agent.display_status != previous:
+        events.agent_event(events.AGENT_STATUS_CHANGED, agent, previous=previous, reason=agent.last_error)

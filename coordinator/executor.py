@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from django.utils import timezone
 from agents import services as agent_services
 from agents.models import Agent
 from agents.ollama import OllamaClient, OllamaError, OllamaHTTPError, OllamaStream, OllamaStreamAborted
+from coordinator import events
 from coordinator.dispatch import forget_marker, request_scheduling_pass
 from coordinator.models import Task, TaskAttempt
 from coordinator.scheduler import resolve_model
@@ -61,6 +63,8 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
     task = Task.objects.select_related("assigned_agent").get(pk=task_id)
     TaskAttempt.objects.create(task=task, number=task.attempts, agent=task.assigned_agent,
                                dispatch_id=task.dispatch_id, worker=worker)
+    events.task_event(events.TASK_STARTED, task, attempt=task.attempts, worker=worker,
+                      model=task.metadata.get("model"))
     return task
 
 
@@ -134,11 +138,14 @@ def execute(task_id: str, dispatch_id: str, worker: str) -> str:
         watchdog.stream = stream
         if watchdog.cancelled or watchdog.lost:
             stream.abort()
+        progress = Progress(task)
         with stream:
             for chunk in stream:
                 piece = chunk.get("response")
                 if piece:
                     parts.append(piece)
+                    progress.maybe_publish(parts)
+        progress.publish(parts)
     except OllamaStreamAborted:
         watchdog.stop()
         if watchdog.cancelled:
@@ -167,6 +174,30 @@ def execute(task_id: str, dispatch_id: str, worker: str) -> str:
     return _finish_completed(task, agent, model, "".join(parts), stream)
 
 
+class Progress:
+    """Publishes a running task's new output at most every HIVE_PROGRESS_INTERVAL."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.sent = 0
+        self.offset = 0
+        self.due = time.monotonic() + settings.HIVE_PROGRESS_INTERVAL
+
+    def maybe_publish(self, parts: list[str]) -> None:
+        if time.monotonic() >= self.due:
+            self.publish(parts)
+
+    def publish(self, parts: list[str]) -> None:
+        count = len(parts)
+        if count == self.sent:
+            return
+        delta = "".join(parts[self.sent:count])
+        events.task_event(events.TASK_PROGRESS, self.task, delta=delta, offset=self.offset, tokens=count)
+        self.sent = count
+        self.offset += len(delta)
+        self.due = time.monotonic() + settings.HIVE_PROGRESS_INTERVAL
+
+
 def _is_the_requests_fault(exc: OllamaError) -> bool:
     return isinstance(exc, OllamaHTTPError) and 400 <= exc.status_code < 500 and exc.status_code not in (404, 408, 429)
 
@@ -184,6 +215,8 @@ def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: O
             return "lost"
         TaskAttempt.objects.filter(task=task, dispatch_id=task.dispatch_id, outcome=TaskAttempt.Outcome.RUNNING).update(
             outcome=TaskAttempt.Outcome.SUCCEEDED, finished_at=now)
+        task.status = Task.Status.COMPLETED
+        events.task_event(events.TASK_COMPLETED, task, result=text, timings=timings, model=model)
         request_scheduling_pass()
     agent_services.record_success(agent, model, tps=tps, load_seconds=timings.get("load_duration", 0) / 1e9,
                                   was_warm=agent.has_loaded(model))
@@ -202,6 +235,7 @@ def _finish_cancelled(task: Task, partial: str) -> str:
         TaskAttempt.objects.filter(task=task, dispatch_id=task.dispatch_id, outcome=TaskAttempt.Outcome.RUNNING).update(
             outcome=TaskAttempt.Outcome.CANCELLED, finished_at=now)
         task.status = Task.Status.CANCELLED
+        events.task_event(events.TASK_CANCELLED, task, result=partial)
         fail_dependents(task)
         request_scheduling_pass()
     return Task.Status.CANCELLED

@@ -30,6 +30,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agents.models import Agent
+from coordinator import events
 from coordinator.dispatch import send_execution
 from coordinator.models import Task, TaskDependency
 from hive_project.redis_client import get_redis
@@ -312,6 +313,8 @@ def _claim(task: Task, agent: Agent, model: str) -> bool:
         )
         if claimed:
             send_execution(task.pk, dispatch_id, task.priority)
+            task.status, task.assigned_agent = Task.Status.QUEUED, agent
+            events.task_event(events.TASK_ASSIGNED, task, model=model, agent=agent.name)
     return bool(claimed)
 
 
@@ -336,4 +339,12 @@ def run_pass() -> PassResult | None:
         # A request that set the flag between our last check and the release found
         # the lock still taken; pick it up here.
         if not client.exists(DIRTY_KEY):
+            publish_cluster_status()
             return total
+
+
+def publish_cluster_status() -> None:
+    """A snapshot for cluster.status subscribers, after every pass (passes coalesce)."""
+    from coordinator.status import cluster_status
+
+    events.publish("cluster.status", "coordinator", cluster_status(), [events.CLUSTER_STATUS])

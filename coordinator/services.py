@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from coordinator import events
 from coordinator.dispatch import missing_markers, request_scheduling_pass, send_execution
 from coordinator.models import Task, TaskAttempt, TaskDependency
 from hive_project.errors import ConflictError
@@ -90,6 +91,8 @@ def create_tasks(specs: list[dict[str, Any]], user: Any = None) -> list[Task]:
             TaskDependency.objects.bulk_create(
                 [TaskDependency(task=task, depends_on_task=dep) for dep in {d.pk: d for d in deps}.values()]
             )
+            events.task_event(events.TASK_CREATED, task, model=task.model,
+                              depends_on=[str(d.pk) for d in deps], created_by=getattr(user, "username", None))
         request_scheduling_pass()
     return created
 
@@ -153,6 +156,7 @@ def fail_dependents(task: Task) -> int:
             if updated:
                 count += 1
                 child.status = Task.Status.FAILED
+                events.task_event(events.TASK_FAILED, child, error=reason)
                 frontier.append(child)
     return count
 
@@ -180,6 +184,7 @@ def cancel_task(task: Task) -> Task:
                 raise ConflictError(f"Task is already {task.status}; only pending, queued or running tasks can be cancelled.")
         task.refresh_from_db()
         if task.status == Task.Status.CANCELLED:
+            events.task_event(events.TASK_CANCELLED, task)
             fail_dependents(task)
             request_scheduling_pass()
     return task
@@ -247,8 +252,12 @@ def return_to_pending_or_fail(task: Task, dispatch_id: uuid.UUID, error: str, *,
             new_status = Task.Status.FAILED
         if not updated:
             return ""
-        if new_status != Task.Status.PENDING:
-            task.status = new_status
+        task.status = new_status
+        if new_status == Task.Status.PENDING:
+            events.task_event("task.retrying", task, error=error, attempts=task.attempts)
+        else:
+            events.task_event(events.TASK_FAILED if new_status == Task.Status.FAILED else events.TASK_CANCELLED,
+                              task, error=error, attempts=task.attempts)
             fail_dependents(task)
         request_scheduling_pass()
     return new_status

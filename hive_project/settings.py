@@ -131,7 +131,7 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "hive:asgi", "capacity": 500},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "hive:asgi", "capacity": env_int("HIVE_CHANNEL_CAPACITY", 1000, minimum=10)},
     }
 }
 
@@ -186,6 +186,11 @@ HIVE_OLLAMA_READ_TIMEOUT = env_float("HIVE_OLLAMA_READ_TIMEOUT", 300.0, minimum=
 HIVE_PROBE_TIMEOUT = env_float("HIVE_PROBE_TIMEOUT", 5.0, minimum=0.1)
 HIVE_MAX_BODY_BYTES = env_int("HIVE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = HIVE_MAX_BODY_BYTES
+
+# --- Events ---------------------------------------------------------------
+HIVE_EVENT_RETENTION = env_int("HIVE_EVENT_RETENTION", 1000, minimum=10)
+HIVE_EVENT_RETENTION_SECONDS = env_int("HIVE_EVENT_RETENTION_SECONDS", 86400, minimum=60)
+HIVE_PROGRESS_INTERVAL = env_float("HIVE_PROGRESS_INTERVAL", 0.1, minimum=0.01)
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -9,12 +9,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.models import Agent
-from coordinator import services
+from coordinator import events, services
 from coordinator.api.filters import TaskFilter
 from coordinator.api.serializers import AssignSerializer, BatchSerializer, TaskSerializer, TaskUpdateSerializer
 from coordinator.models import Task
@@ -151,3 +152,30 @@ class AgentStatusView(APIView):
     def get(self, request: Request) -> Response:
         """Every agent with status, busy/total slots, loaded models and its running tasks."""
         return Response({"agents": agent_statuses()})
+
+
+class EventQuerySerializer(serializers.Serializer):
+    topic = serializers.CharField(help_text="e.g. task.<id>, task.*, agent.<agent_id>, cluster.status")
+    after = serializers.IntegerField(min_value=0, default=0, help_text="Last sequence number seen")
+    limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
+
+    def validate_topic(self, value: str) -> str:
+        if not events.valid_topic(value):
+            raise serializers.ValidationError(f"'{value}' is not a topic; use e.g. task.<id>, task.*, cluster.status")
+        return value
+
+
+class EventListView(APIView):
+    """Stored events of one topic after a sequence number (what a WebSocket subscriber missed)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(parameters=[EventQuerySerializer], responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        query = EventQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        topic = query.validated_data["topic"]
+        if not events.may_see(request.user, topic):
+            raise PermissionDenied(f"You may not see {topic}.")
+        stored = events.events_after(topic, query.validated_data["after"], query.validated_data["limit"])
+        return Response({"topic": topic, "seq": events.current_seq(topic), "events": stored})

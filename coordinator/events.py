@@ -1,0 +1,251 @@
+"""The event bus: one publish function for every state change in Hive.
+
+``publish(event_type, source, data, topics)`` builds the seed's HiveEvent (id,
+type, source, timestamp, data, correlation_id) and, after the surrounding
+transaction commits, appends it to the log of each topic and sends it to that
+topic's channel-layer group.
+
+Channel layers deliver at most once and drop messages for a consumer that falls
+behind, without telling anyone. So every topic has its own contiguous sequence
+number and a bounded log in Redis (``HIVE_EVENT_RETENTION`` events per topic,
+kept ``HIVE_EVENT_RETENTION_SECONDS`` after the last one): a subscriber that
+reconnects or sees a gap asks for what came after the last number it saw.
+
+Wildcard subscriptions (``task.*``) are topics of their own: an event about task
+42 goes to ``task.42`` and ``task.*``, each with its own sequence, so a wildcard
+subscriber can detect gaps exactly like anyone else.
+
+Sync callers (views, Celery workers) hand the channel-layer send to one
+background event loop per process, so channels_redis never sees a closed loop
+(the pitfall of calling ``async_to_sync`` from worker processes).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+
+from hive_project.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+
+# The seed's event types, plus cancellation and live output of a running task.
+AGENT_REGISTERED = "agent.registered"
+AGENT_STATUS_CHANGED = "agent.status_changed"
+AGENT_PERFORMANCE_UPDATE = "agent.performance_update"
+TASK_CREATED = "task.created"
+TASK_ASSIGNED = "task.assigned"
+TASK_STARTED = "task.started"
+TASK_PROGRESS = "task.progress"
+TASK_COMPLETED = "task.completed"
+TASK_FAILED = "task.failed"
+TASK_CANCELLED = "task.cancelled"
+WORKFLOW_EXECUTION_STARTED = "workflow.execution_started"
+WORKFLOW_NODE_COMPLETED = "workflow.node_completed"
+WORKFLOW_EXECUTION_COMPLETED = "workflow.execution_completed"
+SYSTEM_ALERT = "system.alert"
+SYSTEM_MAINTENANCE = "system.maintenance"
+
+# Topic families a subscriber may use with a wildcard.
+WILDCARD_FAMILIES = ("agent", "task", "execution", "alerts", "user")
+CLUSTER_STATUS = "cluster.status"
+
+_SEQ_KEY = "hive:events:seq:{topic}"
+_LOG_KEY = "hive:events:log:{topic}"
+
+# Atomically: next sequence number of the topic, the event stored under it, the log
+# trimmed to its retention. The member is the event JSON with "seq" spliced in.
+_APPEND = """
+local seq = redis.call('INCR', KEYS[1])
+local member = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
+redis.call('ZADD', KEYS[2], seq, member)
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return seq
+"""
+
+
+@dataclass
+class HiveEvent:
+    type: str
+    source: str
+    data: dict[str, Any]
+    correlation_id: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    timestamp: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def group_name(topic: str) -> str:
+    """Channel-layer group names allow [a-zA-Z0-9_.-]; '*' becomes 'all'."""
+    return "hive." + topic.replace("*", "all")
+
+
+def valid_topic(topic: str) -> bool:
+    family, _, rest = topic.partition(".")
+    if topic == CLUSTER_STATUS:
+        return True
+    if family not in WILDCARD_FAMILIES or not rest or len(topic) > 90:
+        return False
+    return rest == "*" or all(ch.isalnum() or ch in "-_:" for ch in rest)
+
+
+# Which permission lets a user see a topic family.
+TOPIC_PERMISSIONS = {
+    "agent": "agents.view_agent",
+    "task": "coordinator.view_task",
+    "cluster": "agents.view_agent",
+    "alerts": "agents.view_agent",
+    "execution": "workflows.view_execution",
+}
+
+
+def may_see(user: Any, topic: str) -> bool:
+    family, _, rest = topic.partition(".")
+    if family == "user":
+        return bool(user.is_superuser or rest == str(user.pk))
+    return bool(user.has_perm(TOPIC_PERMISSIONS[family]))
+
+
+def with_wildcards(topics: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for topic in topics:
+        out.append(topic)
+        family = topic.partition(".")[0]
+        if family in WILDCARD_FAMILIES and not topic.endswith(".*"):
+            out.append(f"{family}.*")
+    return list(dict.fromkeys(out))
+
+
+def publish(event_type: str, source: str, data: dict[str, Any], topics: Iterable[str],
+            correlation_id: str | None = None) -> HiveEvent:
+    """Publish after the current transaction commits (at once outside one)."""
+    event = HiveEvent(type=event_type, source=source, data=data, correlation_id=correlation_id)
+    targets = with_wildcards(topics)
+    transaction.on_commit(lambda: _deliver(event, targets))
+    return event
+
+
+def _deliver(event: HiveEvent, topics: list[str]) -> None:
+    try:
+        payload = event.to_json()
+        client = get_redis()
+        script = client.register_script(_APPEND)
+        with client.pipeline(transaction=False) as pipe:
+            for topic in topics:
+                script(keys=[_SEQ_KEY.format(topic=topic), _LOG_KEY.format(topic=topic)],
+                       args=[payload, settings.HIVE_EVENT_RETENTION, settings.HIVE_EVENT_RETENTION_SECONDS], client=pipe)
+            seqs = pipe.execute()
+        _sender().send(payload, [(topic, int(seq)) for topic, seq in zip(topics, seqs, strict=True)])
+    except Exception:  # events must never break the state change that caused them
+        logger.exception("could not publish %s", event.type)
+
+
+def events_after(topic: str, after: int, limit: int = 500) -> list[dict[str, Any]]:
+    """Stored events of a topic with a sequence number above ``after``, oldest first."""
+    raw = get_redis().zrangebyscore(_LOG_KEY.format(topic=topic), f"({after}", "+inf", start=0, num=limit)
+    return [json.loads(item) for item in raw]
+
+
+def current_seq(topic: str) -> int:
+    value = get_redis().get(_SEQ_KEY.format(topic=topic))
+    return int(value) if value else 0
+
+
+class _Sender:
+    """A private event loop thread that owns this process's channel-layer connections.
+
+    One consumer coroutine sends in publish order, so events of one process leave
+    in the order they happened.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.layer = get_channel_layer()
+        self.queue: asyncio.Queue[tuple[str, list[tuple[str, int]]] | Future[None]] | None = None
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), name="hive-events", daemon=True).start()
+        ready.wait(5)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.queue = asyncio.Queue()
+        self.loop.create_task(self._drain())
+        ready.set()
+        self.loop.run_forever()
+
+    def send(self, payload: str, messages: list[tuple[str, int]]) -> None:
+        assert self.queue is not None
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (payload, messages))
+
+    def flush(self, timeout: float) -> None:
+        assert self.queue is not None
+        done: Future[None] = Future()
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, done)
+        done.result(timeout)
+
+    async def _drain(self) -> None:
+        assert self.queue is not None
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, Future):
+                item.set_result(None)
+                continue
+            payload, messages = item
+            for topic, seq in messages:
+                if self.layer is None:
+                    break
+                try:
+                    await self.layer.group_send(group_name(topic), {"type": "hive.event", "topic": topic, "seq": seq,
+                                                                    "event": payload})
+                except Exception:
+                    logger.exception("channel layer send to %s failed", topic)
+
+
+_senders: dict[int, _Sender] = {}
+_senders_lock = threading.Lock()
+
+
+def _sender() -> _Sender:
+    pid = os.getpid()  # a forked worker child needs its own thread and connections
+    with _senders_lock:
+        if pid not in _senders:
+            _senders[pid] = _Sender()
+        return _senders[pid]
+
+
+def flush(timeout: float = 5.0) -> None:
+    """Wait until this process's queued sends went out (tests, shutdown)."""
+    sender = _senders.get(os.getpid())
+    if sender is not None:
+        sender.flush(timeout)
+
+
+def task_event(event_type: str, task: Any, **data: Any) -> HiveEvent:
+    """An event about a task, on ``task.<id>`` (and ``task.*``)."""
+    payload = {"task_id": str(task.pk), "title": task.title, "status": task.status, "priority": task.priority,
+               "task_type": task.task_type, "agent_id": getattr(task.assigned_agent, "slug", None)
+               if task.assigned_agent_id else None, **data}
+    return publish(event_type, "coordinator", payload, [f"task.{task.pk}"], correlation_id=str(task.pk))
+
+
+def agent_event(event_type: str, agent: Any, **data: Any) -> HiveEvent:
+    """An event about an agent, on ``agent.<agent_id>`` (and ``agent.*``)."""
+    payload = {"agent_id": agent.slug, "id": str(agent.pk), "name": agent.name, "status": agent.display_status, **data}
+    return publish(event_type, "agent_manager", payload, [f"agent.{agent.slug}"])
