@@ -206,3 +206,10 @@ def record_failure(agent: Agent, error: str) -> bool:
 def _status_changed(agent: Agent, previous: str) -> None:
     if agent.display_status != previous:
         events.agent_event(events.AGENT_STATUS_CHANGED, agent, previous=previous, reason=agent.last_error)
+
+
+def prune_health_checks() -> int:
+    """Health history older than HIVE_HEALTH_RETENTION_DAYS goes; the table stays bounded."""
+    cutoff = timezone.now() - timedelta(days=settings.HIVE_HEALTH_RETENTION_DAYS)
+    deleted, _ = AgentHealthCheck.objects.filter(timestamp__lt=cutoff).delete()
+    return deleted

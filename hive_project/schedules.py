@@ -27,6 +27,7 @@ def jobs() -> list[Job]:
         Job("hive: scheduling pass (safety net)", "hive.run_scheduling_pass", settings.HIVE_SCHEDULER_INTERVAL),
         Job("hive: reconciler", "hive.reconcile", settings.HIVE_RECONCILE_INTERVAL),
         Job("hive: agent health sweep", "hive.health_sweep", settings.HIVE_HEALTH_INTERVAL),
+        Job("hive: retention cleanup", "hive.cleanup", settings.HIVE_CLEANUP_INTERVAL),
     ]
 
 

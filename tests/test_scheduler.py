@@ -197,3 +197,20 @@ def test_the_reconciler_returns_tasks_whose_lease_expired():
     exhausted.refresh_from_db()
     assert task.status == Task.Status.PENDING and task.assigned_agent is None
     assert exhausted.status == Task.Status.FAILED and "lease" in exhausted.error
+
+
+def test_health_history_older_than_the_retention_is_pruned(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.models import AgentHealthCheck
+    from agents.services import prune_health_checks
+
+    settings.HIVE_HEALTH_RETENTION_DAYS = 1
+    agent = make_agent()
+    old = AgentHealthCheck.objects.create(agent=agent, available=True, timestamp=timezone.now() - timedelta(days=2))
+    recent = AgentHealthCheck.objects.create(agent=agent, available=True)
+    assert prune_health_checks() == 1
+    assert list(AgentHealthCheck.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert not AgentHealthCheck.objects.filter(pk=old.pk).exists()
