@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from agents import services
 from agents.models import Agent, AgentHealthCheck
+from hive_project.errors import ConflictError
 
 
 class HealthCheckInline(admin.TabularInline):
@@ -91,8 +92,25 @@ class AgentAdmin(admin.ModelAdmin):
     def has_drain_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("agents.drain_agent")
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # Work queued or running on an agent protects it: Django's delete page and
+        # bulk action then refuse and list the tasks instead of orphaning them.
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        protected = list(protected)
+        for agent in objs:
+            for task in agent.assigned_tasks.holding_slot():
+                protected.append(f"Task '{task.title}' ({task.status}) on {agent.slug}")
+        return deleted, model_count, perms_needed, protected
+
     def delete_model(self, request: HttpRequest, obj: Agent) -> None:
-        services.delete_agent(obj)
+        try:
+            services.delete_agent(obj)
+        except ConflictError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        for agent in queryset:
+            self.delete_model(request, agent)
 
 
 @admin.register(AgentHealthCheck)

@@ -46,7 +46,9 @@ def ensure_setup() -> tuple[str, str | None] | None:
 
 def prepare(stdout: IO[str] | None = None) -> None:
     call_command("migrate", interactive=False, verbosity=0, stdout=stdout)
-    ensure_setup()
+    # Not ensure_setup(): runhive creates the admin itself so it can print the password.
+    roles.ensure_roles()
+    ensure_schedules()
     from coordinator.services import recover_orphans
 
     recovered = recover_orphans()

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "hive_project",
     "agents",
     "coordinator",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -261,7 +262,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
 
 LOGGING = {
     "version": 1,

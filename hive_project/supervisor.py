@@ -50,6 +50,9 @@ class ChildSpec:
     cwd: str | None = None
     stop_signal: int = signal.SIGTERM
     ready_check: Callable[[], bool] | None = None
+    # Send the stop signal to the whole process group (True) or to the child only;
+    # stragglers in the group are SIGKILLed after the timeout either way.
+    signal_group: bool = True
 
 
 @dataclass
@@ -351,7 +354,13 @@ class Supervisor:
                 assert child.process is not None
                 self.logger.info("stopping %s (pid %d) with %s", child.spec.name, child.process.pid,
                                  signal.Signals(child.spec.stop_signal).name)
-                self._killpg(child, child.spec.stop_signal)
+                if child.spec.signal_group:
+                    self._killpg(child, child.spec.stop_signal)
+                else:
+                    try:
+                        os.kill(child.process.pid, child.spec.stop_signal)
+                    except ProcessLookupError:
+                        pass
                 running.append(child)
         deadline = time.monotonic() + timeout
         while any(child.alive for child in running) and time.monotonic() < deadline:

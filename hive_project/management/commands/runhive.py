@@ -49,7 +49,8 @@ class RunConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     flower_port: int = 5555
-    worker_concurrency: int = 2
+    # None: size each execution worker to the cluster's slots at start-up.
+    worker_concurrency: int | None = None
     stop_timeout: float = 10.0
     python: str = field(default=sys.executable)
 
@@ -76,7 +77,7 @@ def load_config() -> RunConfig:
         host=env_str("HIVE_HOST", "127.0.0.1"),
         port=env_int("HIVE_PORT", 8000, minimum=1, maximum=65535),
         flower_port=env_int("HIVE_FLOWER_PORT", 5555, minimum=1, maximum=65535),
-        worker_concurrency=env_int("HIVE_WORKER_CONCURRENCY", 2, minimum=1),
+        worker_concurrency=env_int("HIVE_WORKER_CONCURRENCY", 0, minimum=0) or None,
         stop_timeout=env_float("HIVE_STOP_TIMEOUT", 10.0, minimum=1.0),
     )
 
@@ -149,15 +150,26 @@ def _port_open(host: str, port: int) -> Callable[[], bool]:
     return check
 
 
+def cluster_slots() -> int:
+    """Every agent slot of one priority can be busy at once: size workers to match."""
+    from django.db.models import Sum
+
+    from agents.models import Agent
+
+    total = Agent.objects.aggregate(total=Sum("max_concurrency"))["total"] or 0
+    return max(2, min(int(total), 16))
+
+
 def build_children(config: RunConfig) -> list[ChildSpec]:
     """Workers, beat, Flower and the web server, in start order."""
     env = child_env(config)
     cwd = str(config.base_dir)
     celery = [config.python, "-m", "celery", "-A", "hive_project"]
     children = []
+    slots = config.worker_concurrency or cluster_slots()
     for queue in queues.ALL_QUEUES:
         node = queue.replace(".", "-")
-        concurrency = 1 if queue == queues.CONTROL else config.worker_concurrency
+        concurrency = 1 if queue == queues.CONTROL else slots
         children.append(ChildSpec(
             name=f"worker-{node}",
             # SIGTERM is Celery's warm shutdown: running tasks get the supervisor's
@@ -165,6 +177,9 @@ def build_children(config: RunConfig) -> list[ChildSpec]:
             argv=[*celery, "worker", "-Q", queue, "-n", f"{node}@%h",
                   "--concurrency", str(concurrency), "-O", "fair", "--loglevel", "INFO"],
             env=env, cwd=cwd,
+            # Only the main process: signalling the group would kill the pool
+            # children mid-task instead of letting the warm shutdown finish them.
+            signal_group=False,
         ))
     children.append(ChildSpec(
         name="beat",
