@@ -18,8 +18,3 @@ def probe_agent(agent_id: str) -> bool | None:
 @shared_task(name="hive.health_sweep", ignore_result=True, soft_time_limit=120, time_limit=150)
 def health_sweep() -> int:
     return services.health_sweep()
-
-
-@shared_task(name="hive.cleanup", ignore_result=True, soft_time_limit=300, time_limit=330)
-def cleanup() -> int:
-    return services.prune_health_checks()

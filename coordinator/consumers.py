@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from coordinator import events
+from monitoring.prometheus import WEBSOCKET_CONNECTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ class EventConsumer(AsyncWebsocketConsumer):
         self.subscriptions: dict[str, int] = {}
         user = self.scope.get("user")
         await self.accept()
+        self.counted = bool(user is not None and user.is_authenticated)
+        if self.counted:
+            WEBSOCKET_CONNECTIONS.inc()
         if user is None or not user.is_authenticated:
             await self.send_json({"type": "error", "data": {
                 "code": CLOSE_UNAUTHENTICATED,
@@ -42,6 +46,9 @@ class EventConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            WEBSOCKET_CONNECTIONS.dec()
+            self.counted = False
         for topic in list(getattr(self, "subscriptions", {})):
             await self.channel_layer.group_discard(events.group_name(topic), self.channel_name)
 

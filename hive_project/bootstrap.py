@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from typing import IO, Any
 
 import httpx
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
@@ -44,7 +46,15 @@ def ensure_setup() -> tuple[str, str | None] | None:
     return None
 
 
+def reset_metrics_dir() -> None:
+    """Counters of processes from a previous run must not be summed into this one."""
+    directory = settings.PROMETHEUS_MULTIPROC_DIR
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
 def prepare(stdout: IO[str] | None = None) -> None:
+    reset_metrics_dir()
     call_command("migrate", interactive=False, verbosity=0, stdout=stdout)
     # Not ensure_setup(): runhive creates the admin itself so it can print the password.
     roles.ensure_roles()

@@ -28,6 +28,7 @@ def jobs() -> list[Job]:
         Job("hive: reconciler", "hive.reconcile", settings.HIVE_RECONCILE_INTERVAL),
         Job("hive: agent health sweep", "hive.health_sweep", settings.HIVE_HEALTH_INTERVAL),
         Job("hive: retention cleanup", "hive.cleanup", settings.HIVE_CLEANUP_INTERVAL),
+        Job("hive: alert evaluation", "hive.evaluate_alerts", settings.HIVE_ALERT_INTERVAL),
     ]
 
 

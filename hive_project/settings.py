@@ -6,6 +6,7 @@ Redis; ``HIVE_MODE=production`` makes the secret key mandatory and refuses DEBUG
 """
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -70,6 +71,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "monitoring.middleware.RequestMetricsMiddleware",
     "hive_project.middleware.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -184,6 +186,16 @@ HIVE_RECONCILE_INTERVAL = env_float("HIVE_RECONCILE_INTERVAL", 10.0, minimum=1.0
 HIVE_HEALTH_INTERVAL = env_float("HIVE_HEALTH_INTERVAL", 30.0, minimum=1.0)
 HIVE_HEALTH_RETENTION_DAYS = env_float("HIVE_HEALTH_RETENTION_DAYS", 7.0, minimum=0.01)
 HIVE_CLEANUP_INTERVAL = env_float("HIVE_CLEANUP_INTERVAL", 3600.0, minimum=10.0)
+HIVE_ALERT_INTERVAL = env_float("HIVE_ALERT_INTERVAL", 30.0, minimum=1.0)
+HIVE_ALERT_WEBHOOK_URL = env_str("HIVE_ALERT_WEBHOOK_URL", "")
+# A bearer token for Prometheus to scrape /metrics with (people use their own login).
+HIVE_METRICS_TOKEN = env_str("HIVE_METRICS_TOKEN", "")
+# prometheus_client's multiprocess mode: every process writes its counters here and
+# /metrics sums them. Emptied at start-up by runhive (and the container entrypoint).
+PROMETHEUS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus")))
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+HIVE_ALERT_RETENTION_DAYS = env_float("HIVE_ALERT_RETENTION_DAYS", 30.0, minimum=0.01)
 HIVE_OLLAMA_CONNECT_TIMEOUT = env_float("HIVE_OLLAMA_CONNECT_TIMEOUT", 3.0, minimum=0.1)
 HIVE_OLLAMA_READ_TIMEOUT = env_float("HIVE_OLLAMA_READ_TIMEOUT", 300.0, minimum=1.0)
 HIVE_PROBE_TIMEOUT = env_float("HIVE_PROBE_TIMEOUT", 5.0, minimum=0.1)

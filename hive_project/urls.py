@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from hive_project.views import HealthView, api_not_found
+from monitoring.api.metrics_view import MetricsView
 
 api_patterns = [
     re_path(r"^health/?$", HealthView.as_view(), name="health"),
@@ -16,12 +17,14 @@ api_patterns = [
     re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("", include("agents.api.urls")),
     path("", include("coordinator.api.urls")),
+    path("", include("monitoring.api.urls")),
     re_path(r"^.*$", api_not_found),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    re_path(r"^metrics/?$", MetricsView.as_view(), name="prometheus-metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(next_page="/", redirect_authenticated_user=True),
          name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/accounts/login/"), name="logout"),

@@ -9,7 +9,8 @@ from hive_project.celery import app
 def test_the_registered_task_names_are_pinned():
     app.loader.import_default_modules()
     hive = sorted(name for name in app.tasks if name.startswith("hive."))
-    assert hive == ["hive.cleanup", "hive.execute_task", "hive.health_sweep", "hive.probe_agent", "hive.reconcile",
+    assert hive == ["hive.cleanup", "hive.evaluate_alerts", "hive.execute_task", "hive.health_sweep", "hive.probe_agent",
+                    "hive.reconcile",
                     "hive.run_scheduling_pass"]
 
 
