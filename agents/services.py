@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -27,39 +29,61 @@ def _trim(entries: list[dict[str, Any]], fields: tuple[str, ...]) -> list[dict[s
     return [{k: e[k] for k in fields if k in e} for e in entries if isinstance(e, dict)]
 
 
-def probe_agent(agent: Agent) -> AgentHealthCheck:
-    """Ask the node what it is and what it has; record the answer (or the error)."""
-    timeout = settings.HIVE_PROBE_TIMEOUT
+@dataclass
+class ProbeResult:
+    """What a node answered (network only; no database)."""
+
+    version: str = ""
+    response_time: float | None = None
+    tags: list[dict[str, Any]] = field(default_factory=list)
+    loaded: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def available(self) -> bool:
+        return not self.error
+
+
+def fetch_probe(endpoint: str, timeout: float) -> ProbeResult:
+    """/api/version (its latency is the response time), /api/tags and /api/ps."""
     started = time.monotonic()
-    was_schedulable = agent.status != Agent.Status.OFFLINE
-    previous_status = agent.display_status
     try:
-        with OllamaClient(agent.endpoint, connect_timeout=timeout, read_timeout=timeout) as client:
+        with OllamaClient(endpoint, connect_timeout=timeout, read_timeout=timeout) as client:
             version = client.version()
             response_time = time.monotonic() - started
-            tags = client.tags()
-            loaded = client.ps()
+            return ProbeResult(version=version, response_time=response_time, tags=client.tags(), loaded=client.ps())
     except OllamaError as exc:
-        now = timezone.now()
+        return ProbeResult(error=str(exc))
+
+
+def probe_agent(agent: Agent, timeout: float | None = None) -> AgentHealthCheck:
+    """Ask the node what it is and what it has; record the answer (or the error)."""
+    return apply_probe(agent, fetch_probe(agent.endpoint, timeout or settings.HIVE_PROBE_TIMEOUT))
+
+
+def apply_probe(agent: Agent, result: ProbeResult) -> AgentHealthCheck:
+    was_schedulable = agent.status != Agent.Status.OFFLINE
+    previous_status = agent.display_status
+    now = timezone.now()
+    agent.last_probe_at = now
+    if not result.available:
         agent.status = Agent.Status.OFFLINE
-        agent.last_error = str(exc)
-        agent.last_probe_at = now
+        agent.last_error = result.error
         agent.probe_failures += 1
         agent.next_probe_at = now + timedelta(seconds=probe_backoff(agent.probe_failures))
         agent.save(update_fields=["status", "last_error", "last_probe_at", "probe_failures", "next_probe_at",
                                   "updated_at"])
-        check = AgentHealthCheck.objects.create(agent=agent, available=False, error_message=str(exc))
+        check = AgentHealthCheck.objects.create(agent=agent, available=False, error_message=result.error)
         _status_changed(agent, previous_status)
-        logger.info("agent %s is offline: %s (next probe in %.0fs)", agent.slug, exc, probe_backoff(agent.probe_failures))
+        logger.info("agent %s is offline: %s (next probe in %.0fs)", agent.slug, result.error,
+                    probe_backoff(agent.probe_failures))
         return check
-    now = timezone.now()
     agent.status = Agent.Status.ONLINE
     agent.last_error = ""
     agent.last_seen = now
-    agent.last_probe_at = now
-    agent.ollama_version = version
-    agent.models_available = _trim(tags, _TAG_FIELDS)
-    agent.models_loaded = _trim(loaded, _PS_FIELDS)
+    agent.ollama_version = result.version
+    agent.models_available = _trim(result.tags, _TAG_FIELDS)
+    agent.models_loaded = _trim(result.loaded, _PS_FIELDS)
     # Half-open: an agent whose circuit tripped gets work again, but one more
     # failure trips it at once.
     agent.consecutive_failures = min(agent.consecutive_failures, settings.HIVE_CIRCUIT_FAILURES - 1)
@@ -69,7 +93,7 @@ def probe_agent(agent: Agent) -> AgentHealthCheck:
                               "models_available", "models_loaded", "consecutive_failures", "probe_failures",
                               "next_probe_at", "updated_at"])
     check = AgentHealthCheck.objects.create(
-        agent=agent, available=True, response_time=response_time, models_loaded=agent.loaded_model_names,
+        agent=agent, available=True, response_time=result.response_time, models_loaded=agent.loaded_model_names,
     )
     _status_changed(agent, previous_status)
     if not was_schedulable:
@@ -112,23 +136,20 @@ def delete_agent(agent: Agent) -> None:
 
 
 def health_sweep() -> int:
-    """Probe every agent concurrently; a hanging node cannot hold up the others."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Probe every due agent at once; a dead or hanging node costs HIVE_HEALTH_TIMEOUT, not the sweep.
 
-    from django.db import connection
-
+    The network part runs on a thread per agent (bounded); the database part
+    afterwards in this thread, so a large cluster needs no pile of connections.
+    """
     now = timezone.now()
     # An agent in probe backoff is skipped until its time comes.
     agents = list(Agent.objects.filter(Q(next_probe_at__isnull=True) | Q(next_probe_at__lte=now)))
-
-    def probe(agent: Agent) -> bool:
-        try:
-            return probe_agent(agent).available
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(agents)))) as pool:
-        return sum(pool.map(probe, agents))
+    if not agents:
+        return 0
+    timeout = settings.HIVE_HEALTH_TIMEOUT
+    with ThreadPoolExecutor(max_workers=min(settings.HIVE_HEALTH_CONCURRENCY, len(agents))) as pool:
+        results = list(pool.map(lambda a: fetch_probe(a.endpoint, timeout), agents))
+    return sum(apply_probe(agent, result).available for agent, result in zip(agents, results, strict=True))
 
 
 def probe_backoff(failures: int) -> float:

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 
 from agents import services
+from agents.api.filters import AgentFilter
 from agents.api.serializers import AgentSerializer, HealthCheckSerializer
 from agents.models import Agent
 from hive_project.lookups import by_id_or_slug
@@ -22,7 +23,7 @@ class AgentViewSet(viewsets.ModelViewSet):
     serializer_class = AgentSerializer
     queryset = Agent.objects.all()
     lookup_value_regex = "[^/]+"
-    filterset_fields = ["status", "draining", "specialization"]
+    filterset_class = AgentFilter
     action_permissions = {
         "drain": ["agents.drain_agent"], "undrain": ["agents.drain_agent"], "probe": ["agents.change_agent"],
         "health": ["agents.view_agenthealthcheck"],
