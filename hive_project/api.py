@@ -40,7 +40,10 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
     if isinstance(detail, dict):
         out: list[str] = []
         for key, value in detail.items():
-            name = key if key != "non_field_errors" else ""
+            if isinstance(key, int):  # DRF keys a list's item errors by index
+                out.extend(_flatten(value, f"{prefix}[{key}]"))
+                continue
+            name = "" if key == "non_field_errors" else str(key)
             out.extend(_flatten(value, f"{prefix}.{name}" if prefix and name else (name or prefix)))
         return out
     if isinstance(detail, list):

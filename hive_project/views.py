@@ -5,6 +5,7 @@ from typing import Any
 import redis
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
@@ -38,6 +39,7 @@ class HealthView(APIView):
         return Response({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)
 
 
+@csrf_exempt  # an unknown route is a 404 whatever the method, not a CSRF failure
 def api_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse({"error": f"No API route {request.path}", "status": 404}, status=404)
 

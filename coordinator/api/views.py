@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db.models import QuerySet
@@ -8,7 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -46,6 +47,17 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     def get_queryset(self) -> QuerySet[Task]:
         return Task.objects.select_related("assigned_agent", "pinned_agent", "created_by").prefetch_related(
             "dependency_links", "attempt_log__agent").order_by("-created_at")
+
+    def get_object(self) -> Task:
+        raw = self.kwargs["pk"]
+        try:
+            task = self.get_queryset().filter(pk=uuid.UUID(raw)).first()
+        except ValueError:
+            task = None
+        if task is None:
+            raise NotFound(f"No task with id '{raw}'.")
+        self.check_object_permissions(self.request, task)
+        return task
 
     def get_serializer_class(self) -> type[serializers.BaseSerializer]:
         if self.action == "partial_update":
