@@ -21,9 +21,13 @@ run: $(VENV)/.base
 	$(BIN)/python manage.py runhive
 
 test: $(VENV)/.dev
+	sh scripts/ensure_browser.sh
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

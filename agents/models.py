@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from hive_project.validators import validate_no_nul
+
 GENERAL = "general"
 
 
@@ -82,11 +84,11 @@ class Agent(models.Model):
     endpoint = models.CharField(max_length=512, validators=[validate_endpoint], help_text="Ollama base URL, e.g. http://192.168.1.72:11434")
     model = models.CharField("default model", max_length=255, blank=True, help_text="Used when a task names no model.")
     specialization = models.CharField(max_length=100, blank=True)
-    capabilities = models.JSONField(default=list, blank=True, validators=[validate_capabilities],
+    capabilities = models.JSONField(default=list, blank=True, validators=[validate_capabilities, validate_no_nul],
                                     help_text='List of {"name": ..., "proficiency": 0..1}.')
-    hardware = models.JSONField(default=dict, blank=True, validators=[validate_json_object],
+    hardware = models.JSONField(default=dict, blank=True, validators=[validate_json_object, validate_no_nul],
                                 help_text="gpu_type, vram_gb, cpu_cores, ram_gb")
-    performance_targets = models.JSONField(default=dict, blank=True, validators=[validate_json_object],
+    performance_targets = models.JSONField(default=dict, blank=True, validators=[validate_json_object, validate_no_nul],
                                            help_text="min_tps, max_response_time (seconds)")
     max_concurrency = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(64)],

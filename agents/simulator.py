@@ -11,6 +11,13 @@ Run it with `python manage.py simulate_ollama --port 11435` or
 `SimulatedNode(SimulatorConfig(port=0)).start()` (a background thread) and `.stop()`.
 
 Beyond Ollama's API it answers `GET /_sim/stats` and `POST /_sim/fault {"mode": ...}`.
+
+Memory: with `max_loaded` N > 0 at most N models are resident at once, as VRAM
+allows on a real node. Loading one more first evicts the least recently used model
+that no request is using; when every resident model is in use the load waits until
+one is released. Like Ollama's scheduler, which serves pending requests one at a
+time, newer requests for other models wait behind such a load, so the models in use
+drain instead of starving it. Evictions are counted in the stats.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -76,6 +84,8 @@ class SimulatorConfig:
     keep_alive: float = 300.0
     fault: str = "none"
     name: str = ""
+    # Models resident at once (like VRAM); 0 = unlimited.
+    max_loaded: int = 0
 
     def __post_init__(self) -> None:
         names = self.models.split(",") if isinstance(self.models, str) else list(self.models)
@@ -88,6 +98,8 @@ class SimulatorConfig:
             raise ValueError("parallel must be at least 1")
         if self.tps < 0 or self.load_delay < 0:
             raise ValueError("tps and load_delay must not be negative")
+        if self.max_loaded < 0:
+            raise ValueError("max_loaded must not be negative (0 = unlimited)")
         if not self.name:
             self.name = f"sim-{self.port}"
 
@@ -458,6 +470,11 @@ class _Loaded:
     refs: int = 0
     expires_at: float = math.inf
     loaded_at: float = 0.0
+    # Holds one of the max_loaded places (loading or loaded).
+    resident: bool = False
+    last_used: float = 0.0
+    # Set while the load waits for a place; resolved to make it look again.
+    room: asyncio.Future[None] | None = None
 
     def expiry(self, now: float) -> float:
         if self.refs > 0:
@@ -483,6 +500,7 @@ class _Stats:
     running: int = 0
     max_running: int = 0
     loads: int = 0
+    evictions: int = 0
 
 
 Handler = Callable[[_Exchange], Awaitable[None]]
@@ -502,6 +520,10 @@ class SimulatedNode:
         self.catalogue = {name: _Model.describe(name) for name in self.config.models}
         self.counters = _Stats()
         self._loaded: dict[str, _Loaded] = {}
+        # Loads waiting for a place among max_loaded, first come first served.
+        self._memory_waiters: deque[_Loaded] = deque()
+        # Resolved when no load waits for room any more (see _acquire_model).
+        self._gate: asyncio.Future[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._connections: set[asyncio.Task[Any]] = set()
         self._slots: asyncio.Semaphore | None = None
@@ -559,7 +581,8 @@ class SimulatedNode:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(signum, self._stopping.set)
         log.info(
-            "%s: Ollama simulator listening on %s (models=%s tps=%g parallel=%d load_delay=%gs keep_alive=%gs fault=%s)",
+            "%s: Ollama simulator listening on %s (models=%s tps=%g parallel=%d load_delay=%gs keep_alive=%gs "
+            "max_loaded=%d fault=%s)",
             self.config.name,
             self.base_url,
             ",".join(self.config.models),
@@ -567,6 +590,7 @@ class SimulatedNode:
             self.config.parallel,
             self.config.load_delay,
             self.config.keep_alive,
+            self.config.max_loaded,
             self.fault,
         )
         self._ready.set()
@@ -657,6 +681,7 @@ class SimulatedNode:
         data["loading"] = sorted(name for name, entry in self._loaded.items() if not entry.ready.done())
         data["fault"] = self.fault
         data["parallel"] = self.config.parallel
+        data["max_loaded"] = self.config.max_loaded
         data["tps"] = self.config.tps
         data["models"] = list(self.config.models)
         return data
@@ -1073,6 +1098,13 @@ class SimulatedNode:
         """Take a reference on a loaded model, loading it first when cold."""
         self._prune()
         entry = self._loaded.get(name)
+        # Head-of-line blocking, as in Ollama: while a load waits for room, requests
+        # behind it wait too, unless they are for that same model.
+        while self._memory_waiters and (entry is None or entry not in self._memory_waiters):
+            if not await ex.wait(self._gate_closed()):
+                return None
+            self._prune()
+            entry = self._loaded.get(name)
         if entry is None:
             loop = asyncio.get_running_loop()
             entry = _Loaded(name=name, keep_alive=keep_alive, ready=loop.create_future())
@@ -1082,6 +1114,7 @@ class SimulatedNode:
             task.add_done_callback(self._background.discard)
         entry.refs += 1
         entry.keep_alive = keep_alive
+        entry.last_used = time.monotonic()
         try:
             ready = await ex.wait(entry.ready)
         except BaseException:
@@ -1093,19 +1126,83 @@ class SimulatedNode:
         return entry
 
     async def _load(self, entry: _Loaded) -> None:
+        if not await self._make_room(entry):
+            return
         log.info("%s: loading %s (%.2fs)", self.config.name, entry.name, self.config.load_delay)
         await asyncio.sleep(self.config.load_delay)
         self.counters.loads += 1
         entry.loaded_at = time.time()
+        entry.last_used = time.monotonic()
         if not entry.ready.done():
             entry.ready.set_result(None)
         if entry.refs == 0:
             self._start_expiry(entry)
+            self._wake_memory_waiter()
+
+    async def _make_room(self, entry: _Loaded) -> bool:
+        """Take one of the max_loaded places, evicting an idle model or waiting for one.
+
+        False if every request for the model left while it waited (the load is dropped).
+        """
+        limit = self.config.max_loaded
+        waited = False
+        while True:
+            if waited and entry.refs == 0:
+                self._drop_entry(entry)
+                self._wake_memory_waiter()  # in case a place was freed for this load too
+                return False
+            self._prune()
+            resident = [e for e in self._loaded.values() if e.resident and e is not entry]
+            if limit <= 0 or len(resident) < limit:
+                entry.resident = True
+                return True
+            idle = [e for e in resident if e.refs == 0 and e.ready.done()]
+            if idle:
+                victim = min(idle, key=lambda e: e.last_used)
+                log.info("%s: evicting %s to load %s", self.config.name, victim.name, entry.name)
+                self.counters.evictions += 1
+                victim.resident = False  # its place goes to this load, not to the next waiter
+                self._drop_entry(victim)
+                entry.resident = True
+                return True
+            entry.room = asyncio.get_running_loop().create_future()
+            # A load woken for a place that someone else took first keeps its turn.
+            if waited:
+                self._memory_waiters.appendleft(entry)
+            else:
+                self._memory_waiters.append(entry)
+            waited = True
+            try:
+                await entry.room
+            finally:
+                entry.room = None
+                with contextlib.suppress(ValueError):
+                    self._memory_waiters.remove(entry)
+                if not self._memory_waiters and self._gate is not None and not self._gate.done():
+                    self._gate.set_result(None)
+
+    def _gate_closed(self) -> asyncio.Future[None]:
+        """A future resolved once no load waits for room."""
+        if self._gate is None or self._gate.done():
+            self._gate = asyncio.get_running_loop().create_future()
+        return self._gate
+
+    def _wake_memory_waiter(self) -> None:
+        """A place may be free (a model was dropped or became idle): let the next load look."""
+        while self._memory_waiters:
+            waiter = self._memory_waiters.popleft()
+            if waiter.room is not None and not waiter.room.done():
+                waiter.room.set_result(None)
+                return
 
     def _release_model(self, entry: _Loaded) -> None:
         entry.refs -= 1
+        entry.last_used = time.monotonic()
         if entry.refs == 0 and entry.ready.done():
             self._start_expiry(entry)
+            self._wake_memory_waiter()
+        elif entry.refs == 0 and entry.room is not None and not entry.room.done():
+            entry.room.set_result(None)  # nobody wants it any more: stop waiting for a place
 
     def _start_expiry(self, entry: _Loaded) -> None:
         if entry.keep_alive == 0:
@@ -1125,6 +1222,9 @@ class SimulatedNode:
         if self._loaded.get(entry.name) is entry:
             del self._loaded[entry.name]
             log.info("%s: unloaded %s", self.config.name, entry.name)
+            if entry.resident:
+                entry.resident = False
+                self._wake_memory_waiter()
 
     def _prune(self) -> None:
         now = time.time()
@@ -1176,6 +1276,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fault", choices=FAULTS, default="none", help="fault to inject from the start")
     parser.add_argument("--name", default="", help="node name used in logs and /_sim/stats")
+    parser.add_argument(
+        "--max-loaded", type=int, default=0,
+        help="models resident at once, like VRAM; loading another evicts the least recently used idle one (0 = unlimited)",
+    )
 
 
 def config_from_options(options: Mapping[str, Any]) -> SimulatorConfig:
@@ -1190,6 +1294,7 @@ def config_from_options(options: Mapping[str, Any]) -> SimulatorConfig:
         keep_alive=-1.0 if keep_alive is None else keep_alive,
         fault=options.get("fault") or "none",
         name=options.get("name") or "",
+        max_loaded=int(options.get("max_loaded") or 0),
     )
 
 

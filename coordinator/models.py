@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from agents.models import GENERAL, Agent
+from hive_project.validators import validate_no_nul
 
 
 def validate_options(value: Any) -> None:
@@ -56,7 +57,7 @@ class Task(models.Model):
     task_type = models.CharField(max_length=100, default=GENERAL, db_index=True,
                                  help_text="Capability the task needs; 'general' runs on any agent.")
     model = models.CharField(max_length=255, blank=True, help_text="Ollama model; empty = the agent's default.")
-    options = models.JSONField(default=dict, blank=True, validators=[validate_options],
+    options = models.JSONField(default=dict, blank=True, validators=[validate_options, validate_no_nul],
                                help_text="Ollama options passed through (temperature, num_predict, ...).")
     priority = models.PositiveSmallIntegerField(default=3, validators=[MinValueValidator(1), MaxValueValidator(5)],
                                                 help_text="1..5, 5 most urgent.")
@@ -73,7 +74,7 @@ class Task(models.Model):
     error = models.TextField(blank=True)
     timings = models.JSONField(default=dict, blank=True, help_text="Ollama's timings of the final chunk.")
     tokens_per_second = models.FloatField(null=True, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True, validators=[validate_no_nul])
     # Execution bookkeeping: which dispatch may run the task and until when the
     # running worker's claim holds.
     dispatch_id = models.UUIDField(null=True, blank=True, editable=False)

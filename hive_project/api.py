@@ -78,7 +78,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    response.data = error_body(response.data.get("detail", response.data)
-                               if isinstance(response.data, dict) and set(response.data) == {"detail"}
-                               else response.data, response.status_code)
+    data = response.data
+    # {"detail": ...} alone, or with simplejwt's "code"/"messages", is one message, not fields.
+    if isinstance(data, dict) and "detail" in data and set(data) <= {"detail", "code", "messages"}:
+        data = data["detail"]
+    response.data = error_body(data, response.status_code)
     return response

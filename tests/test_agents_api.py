@@ -263,7 +263,18 @@ def test_the_list_filters_by_status_and_draining(admin_api):
 def test_the_list_filters_by_the_status_it_shows(admin_api):
     make_agent(slug="up", name="1 up")
     make_agent(slug="leaving", name="2 leaving", draining=True)
+    full = make_agent(slug="full", name="3 full", max_concurrency=1)
+    make_task(status=Task.Status.RUNNING, assigned_agent=full)
     assert slugs(admin_api.get("/api/agents?status=draining")) == ["leaving"]
+    assert slugs(admin_api.get("/api/agents?status=busy")) == ["full"]
+    assert slugs(admin_api.get("/api/agents?status=online")) == ["up"]
+
+
+def test_the_list_filters_by_health_status_whatever_is_shown(admin_api):
+    make_agent(slug="up", name="1 up")
+    make_agent(slug="leaving", name="2 leaving", draining=True)
+    make_agent(slug="down", name="3 down", status=Agent.Status.OFFLINE)
+    assert slugs(admin_api.get("/api/agents?health_status=online")) == ["up", "leaving"]
 
 
 def test_an_unknown_filter_value_is_a_400(admin_api):

@@ -81,7 +81,7 @@ class AgentViewSet(viewsets.ModelViewSet):
         return self._state(agent)
 
     @extend_schema(responses=HealthCheckSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def health(self, request: Request, pk: str | None = None) -> Response:
         """The agent's recent health checks, newest first."""
         checks = self.get_object().health_checks.all()[:100]

@@ -86,7 +86,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         return self._detail(task, status.HTTP_201_CREATED)
 
     @extend_schema(request=BatchSerializer, responses={201: TaskSerializer(many=True)})
-    @action(detail=False, methods=["post"])
+    @action(detail=False, methods=["post"], pagination_class=None, filter_backends=[])
     def batch(self, request: Request) -> Response:
         """Create a dependency graph of tasks in one transaction; depends_on may name items of the batch."""
         serializer = BatchSerializer(data=request.data)
