@@ -131,7 +131,9 @@ class EventConsumer(AsyncWebsocketConsumer):
         if last is None or seq <= last:
             return  # unsubscribed meanwhile, or already delivered from the log
         if seq == last + 1:
-            await self.deliver(topic, seq, json.loads(message["event"]))
+            # The frame was encoded once by the publisher for every subscriber.
+            self.subscriptions[topic] = seq
+            await self.send(text_data=message["frame"])
         else:
             await self.catch_up(topic)
 
@@ -150,5 +152,4 @@ class EventConsumer(AsyncWebsocketConsumer):
 
     async def deliver(self, topic: str, seq: int, event: dict[str, Any]) -> None:
         self.subscriptions[topic] = seq
-        await self.send_json({"id": event.get("id"), "type": "data", "topic": topic, "seq": seq, "data": event,
-                              "timestamp": event.get("timestamp")})
+        await self.send(text_data=events.data_frame(topic, seq, json.dumps(event, separators=(",", ":"))))

@@ -157,6 +157,18 @@ def _deliver(event: HiveEvent, topics: list[str]) -> None:
         logger.exception("could not publish %s", event.type)
 
 
+def data_frame(topic: str, seq: int, payload: str) -> str:
+    """The protocol's ``data`` message for one event, built once for every subscriber.
+
+    ``payload`` is the HiveEvent JSON; its id and timestamp are repeated at the top
+    level as the seed's WebSocketMessage has them.
+    """
+    event = json.loads(payload)
+    head = json.dumps({"id": event.get("id"), "type": "data", "topic": topic, "seq": seq,
+                       "timestamp": event.get("timestamp")}, separators=(",", ":"))
+    return f'{head[:-1]},"data":{payload}}}'
+
+
 def events_after(topic: str, after: int, limit: int = 500) -> list[dict[str, Any]]:
     """Stored events of a topic with a sequence number above ``after``, oldest first."""
     raw = get_redis().zrangebyscore(_LOG_KEY.format(topic=topic), f"({after}", "+inf", start=0, num=limit)
@@ -213,7 +225,8 @@ class _Sender:
                     break
                 try:
                     await self.layer.group_send(group_name(topic), {"type": "hive.event", "topic": topic, "seq": seq,
-                                                                    "event": payload})
+                                                                    "event": payload,
+                                                                    "frame": data_frame(topic, seq, payload)})
                 except Exception:
                     logger.exception("channel layer send to %s failed", topic)
 

@@ -41,7 +41,8 @@ LOCK_KEY = "hive:scheduler:lock"
 DIRTY_KEY = "hive:scheduler:dirty"
 QUEUE_INFO_KEY = "hive:scheduler:queue"
 ROUND_ROBIN_KEY = "hive:scheduler:rr"
-LOCK_TIMEOUT = 60
+# Short, and renewed by a live pass: a worker killed mid-pass frees the lock within this.
+LOCK_TIMEOUT = 10
 MAX_TASKS_PER_PASS = 1000
 # Wait for a busy agent only when it is expected to finish this much sooner, so
 # estimation noise does not leave a free slot idle for nothing.
@@ -330,6 +331,7 @@ def run_pass() -> PassResult | None:
             return None
         try:
             while client.getdel(DIRTY_KEY):
+                lock.reacquire()
                 result = schedule_once()
                 total.placed.extend(result.placed)
                 total.waiting = result.waiting
