@@ -8,8 +8,10 @@ whether trying again (on this node or another) can help.
 """
 from __future__ import annotations
 
+import functools
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -421,6 +423,12 @@ class OllamaStream:
                 pass
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """Building an SSL context loads the CA bundle (~50 ms of CPU): once per process."""
+    return httpx.create_ssl_context()
+
+
 class OllamaClient:
     """Client for one Ollama node."""
 
@@ -443,23 +451,34 @@ class OllamaClient:
             write=_WRITE_TIMEOUT,
             pool=_POOL_TIMEOUT,
         )
-        headers = {"Accept": "application/json", "User-Agent": "hive-ollama-client"}
-        self._http = httpx.Client(timeout=self.timeout, headers=headers, transport=transport)
+        self._headers = {"Accept": "application/json", "User-Agent": "hive-ollama-client"}
+        self._transport = transport
+        self._http = httpx.Client(timeout=self.timeout, headers=self._headers, transport=transport,
+                                  verify=_ssl_context())
+        self._stream_client: httpx.Client | None = None
+
+    @property
+    def _stream_http(self) -> httpx.Client:
         # Streams get a fresh connection each: abort() needs the socket of exactly this
         # request, and a connection that was aborted must never go back to a pool.
-        self._stream_http = httpx.Client(
-            timeout=self.timeout,
-            headers={**headers, "Accept": "application/x-ndjson"},
-            transport=transport,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        # Built on first use: probes never stream.
+        if self._stream_client is None:
+            self._stream_client = httpx.Client(
+                timeout=self.timeout,
+                headers={**self._headers, "Accept": "application/x-ndjson"},
+                transport=self._transport,
+                limits=httpx.Limits(max_keepalive_connections=0),
+                verify=_ssl_context(),
+            )
+        return self._stream_client
 
     def __repr__(self) -> str:
         return f"OllamaClient({self.base_url!r})"
 
     def close(self) -> None:
         self._http.close()
-        self._stream_http.close()
+        if self._stream_client is not None:
+            self._stream_client.close()
 
     def __enter__(self) -> Self:
         return self

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -132,6 +132,7 @@ def delete_agent(agent: Agent) -> None:
         running = agent.assigned_tasks.holding_slot().count()
         if running:
             raise ConflictError(f"Agent '{agent.slug}' has {running} queued or running task(s); drain it and wait, or cancel them first.")
+        events.agent_event("agent.deleted", agent)
         agent.delete()
 
 
@@ -147,9 +148,13 @@ def health_sweep() -> int:
     if not agents:
         return 0
     timeout = settings.HIVE_HEALTH_TIMEOUT
+    available = 0
     with ThreadPoolExecutor(max_workers=min(settings.HIVE_HEALTH_CONCURRENCY, len(agents))) as pool:
-        results = list(pool.map(lambda a: fetch_probe(a.endpoint, timeout), agents))
-    return sum(apply_probe(agent, result).available for agent, result in zip(agents, results, strict=True))
+        futures = {pool.submit(fetch_probe, agent.endpoint, timeout): agent for agent in agents}
+        # Record each answer as it arrives, while slow nodes are still timing out.
+        for future in as_completed(futures):
+            available += apply_probe(futures[future], future.result()).available
+    return available
 
 
 def probe_backoff(failures: int) -> float:

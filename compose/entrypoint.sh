@@ -5,6 +5,11 @@
 # starting: `migrate`, then `ensure_setup` (roles and periodic schedules; idempotent).
 # Workers and beat wait for web to report healthy (compose depends_on), so they never
 # run against a schema that is still being migrated, and exactly one process migrates.
+#
+# Every container starts with an empty PROMETHEUS_MULTIPROC_DIR: prometheus_client
+# sums every *.db file there into /metrics, so files left by the processes of a
+# previous start (same container restarted, or a directory that is not the tmpfs
+# docker-compose.yml mounts) would be counted again.
 set -euo pipefail
 
 APP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,12 +43,26 @@ is_web_command() {
     esac
 }
 
+# Only prometheus_client's own files (counter_<pid>.db, histogram_<pid>.db, ...), and
+# never in "/", so a mistyped path cannot wipe anything else.
+reset_metrics_dir() {
+    local dir="${PROMETHEUS_MULTIPROC_DIR:-}"
+    [[ -n "$dir" && "$dir" != "/" ]] || return 0
+    if [[ -d "$dir" ]]; then
+        find "$dir" -maxdepth 1 -type f -name '*.db' -delete
+    else
+        mkdir -p "$dir"
+    fi
+}
+
 migrate="$(parse_bool HIVE_MIGRATE "${HIVE_MIGRATE:-}")" || exit $?
 
 if [[ $# -eq 0 ]]; then
     log "no command given"
     exit 64
 fi
+
+reset_metrics_dir
 
 if [[ "$migrate" == true ]]; then
     if is_web_command "$@"; then

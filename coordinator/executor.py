@@ -27,7 +27,7 @@ from agents.ollama import OllamaClient, OllamaError, OllamaHTTPError, OllamaStre
 from coordinator import events
 from coordinator.dispatch import forget_marker, request_scheduling_pass
 from coordinator.models import Task, TaskAttempt
-from coordinator.scheduler import resolve_model
+from coordinator.scheduler import publish_cluster_status, resolve_model
 from coordinator.services import fail_dependents, return_to_pending_or_fail
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
                                dispatch_id=task.dispatch_id, worker=worker)
     events.task_event(events.TASK_STARTED, task, attempt=task.attempts, worker=worker,
                       model=task.metadata.get("model"))
+    publish_cluster_status()
     return task
 
 

@@ -138,6 +138,7 @@ def update_pending_task(task: Task, fields: dict[str, Any], dependencies: list[T
             TaskDependency.objects.filter(task=locked).delete()
             TaskDependency.objects.bulk_create([TaskDependency(task=locked, depends_on_task=d) for d in dependencies])
         locked.save()
+        events.task_event("task.updated", locked, changed=sorted(fields) + (["depends_on"] if dependencies is not None else []))
         request_scheduling_pass()
     return locked
 
@@ -204,6 +205,7 @@ def assign_task(task: Task, agent: Agent) -> Task:
         if not updated:
             task.refresh_from_db()
             raise ConflictError(f"Task is {task.status}; only pending tasks can be assigned.")
+        events.task_event("task.pinned", task, pinned_agent=agent.slug)
         request_scheduling_pass()
     task.refresh_from_db()
     return task
@@ -219,6 +221,8 @@ def retry_task(task: Task) -> Task:
         if not updated:
             task.refresh_from_db()
             raise ConflictError(f"Task is {task.status}; only failed or cancelled tasks can be retried.")
+        task.refresh_from_db()
+        events.task_event("task.retried", task)
         request_scheduling_pass()
     task.refresh_from_db()
     return task

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, Min
+from django.db.models import Count
 from django.utils import timezone
 
 from agents.models import Agent
@@ -30,41 +30,47 @@ def agent_statuses() -> list[dict[str, Any]]:
 
 
 def cluster_status() -> dict[str, Any]:
-    now = timezone.now()
+    """One consistent snapshot: every active task is read by a single query."""
     agents = agent_statuses()
+    active = list(Task.objects.active().order_by("started_at", "created_at").values_list(
+        "id", "title", "status", "priority", "created_at", "started_at", "assigned_agent__slug"))
+    now = timezone.now()
+    hour_ago = now - timedelta(hours=1)
+    finished = dict(Task.objects.filter(completed_at__gte=hour_ago).values_list("status").annotate(n=Count("id")))
     by_status: dict[str, int] = {}
     for a in agents:
         by_status[a["status"]] = by_status.get(a["status"], 0) + 1
     schedulable = [a for a in agents if a["status"] in ("online", "busy", "degraded")]
-    pending = Task.objects.filter(status=Task.Status.PENDING)
     per_priority = {str(p): 0 for p in range(5, 0, -1)}
-    for row in pending.values("priority").annotate(n=Count("id")):
-        per_priority[str(row["priority"])] = row["n"]
-    oldest = pending.aggregate(oldest=Min("created_at"))["oldest"]
-    counts = dict(Task.objects.active().values_list("status").annotate(n=Count("id")))
-    hour_ago = now - timedelta(hours=1)
-    finished = dict(Task.objects.filter(completed_at__gte=hour_ago).values_list("status").annotate(n=Count("id")))
-    running = Task.objects.filter(status=Task.Status.RUNNING).select_related("assigned_agent").order_by("started_at")
+    counts = {Task.Status.QUEUED: 0, Task.Status.RUNNING: 0}
+    oldest = None
+    running = []
+    for task_id, title, status, priority, created_at, started_at, agent_slug in active:
+        if status == Task.Status.PENDING:
+            per_priority[str(priority)] += 1
+            oldest = created_at if oldest is None else min(oldest, created_at)
+            continue
+        counts[status] += 1
+        if status == Task.Status.RUNNING:
+            running.append({"id": str(task_id), "title": title, "agent_id": agent_slug, "priority": priority,
+                            "started_at": started_at})
     return {
         "timestamp": now,
         "agents": {"total": len(agents), **{k: by_status.get(k, 0) for k in
                                              ("online", "busy", "degraded", "offline", "draining")}},
+        "agent_list": agents,
         "slots": {"total": sum(a["slots"]["total"] for a in schedulable),
                   "busy": sum(a["slots"]["busy"] for a in agents),
                   "free": sum(a["slots"]["free"] for a in schedulable)},
         "queue": {
             "pending": sum(per_priority.values()),
             "pending_by_priority": per_priority,
-            "queued": counts.get(Task.Status.QUEUED, 0),
-            "running": counts.get(Task.Status.RUNNING, 0),
+            "queued": counts[Task.Status.QUEUED],
+            "running": counts[Task.Status.RUNNING],
             "oldest_pending_seconds": round((now - oldest).total_seconds(), 1) if oldest else None,
         },
         "last_hour": {"completed": finished.get(Task.Status.COMPLETED, 0),
                       "failed": finished.get(Task.Status.FAILED, 0),
                       "cancelled": finished.get(Task.Status.CANCELLED, 0)},
-        "running_tasks": [
-            {"id": str(t.pk), "title": t.title, "agent_id": t.assigned_agent.slug if t.assigned_agent else None,
-             "priority": t.priority, "started_at": t.started_at}
-            for t in running[:100]
-        ],
+        "running_tasks": running[:100],
     }

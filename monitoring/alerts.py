@@ -36,6 +36,8 @@ def current_values(rule: AlertRule, cache: dict[str, Any]) -> dict[str, float | 
     values: dict[str, float | None] = {}
     field = "available" if metric == AlertRule.Metric.AGENT_AVAILABLE else metric
     for row in cache[key]:
+        if not row["probed"]:  # registered a moment ago, not probed yet: no verdict
+            continue
         value = row[field]
         values[row["agent_id"]] = float(value) if value is not None else None
     return values

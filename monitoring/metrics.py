@@ -45,6 +45,7 @@ def agent_metrics(window: timedelta) -> list[dict[str, Any]]:
         rows.append({
             "agent_id": agent.slug, "name": agent.name, "status": agent.display_status,
             "available": agent.status != Agent.Status.OFFLINE,
+            "probed": agent.last_probe_at is not None,
             "tokens_per_second": round(tps.get(agent.pk) or agent.tokens_per_second, 2),
             "avg_response_time": round(response[agent.pk], 4) if response.get(agent.pk) is not None else None,
             "tasks_succeeded": ok, "tasks_failed": bad,

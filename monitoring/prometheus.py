@@ -14,7 +14,7 @@ from datetime import timedelta
 import psutil
 from django.db import DatabaseError, connection
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 API_REQUEST_DURATION = Histogram(
@@ -50,7 +50,7 @@ class ClusterCollector(Collector):
         if cluster["average_completion_time"] is not None:
             yield _gauge("hive_average_task_completion_time", "Mean seconds from start to completion, last hour",
                          value=cluster["average_completion_time"])
-        finished = CounterMetricFamily("hive_tasks_finished", "Tasks finished in the last hour", labels=["status"])
+        finished = GaugeMetricFamily("hive_tasks_finished_last_hour", "Tasks finished in the last hour", labels=["status"])
         for status in ("completed", "failed", "cancelled"):
             finished.add_metric([status], cluster[status])
         yield finished

@@ -4,6 +4,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from django.utils import timezone
+
 from agents.models import Agent
 from coordinator.models import Task
 
@@ -17,6 +19,7 @@ def make_agent(**fields: Any) -> Agent:
         "model": "llama3.2:3b", "status": Agent.Status.ONLINE, "max_concurrency": 2,
         "capabilities": [{"name": "general", "proficiency": 0.5}],
         "models_available": [{"name": "llama3.2:3b"}, {"name": "codellama:7b"}],
+        "last_probe_at": timezone.now(),
     }
     defaults.update(fields)
     return Agent.objects.create(**defaults)

@@ -2,6 +2,7 @@
 
 Static checks only: no Docker engine, database or Redis is needed. When the docker CLI
 with its compose plugin is on PATH, `docker compose config` validates the file as well.
+(tests/test_prometheus_config.py checks what Prometheus and Grafana are given.)
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ ENTRYPOINT = COMPOSE_DIR / "entrypoint.sh"
 SETTINGS = ROOT / "hive_project" / "settings.py"
 
 HIVE_SERVICES = ("web", "worker-high", "worker-medium", "worker-low", "worker-control", "beat", "flower")
+MONITORING_SERVICES = ("prometheus", "grafana")
+PROMETHEUS_CONFIG = COMPOSE_DIR / "prometheus" / "prometheus.yml"
 WORKER_QUEUES = {
     "worker-high": queues.HIGH,
     "worker-medium": queues.MEDIUM,
@@ -121,7 +124,7 @@ def read_at_web_startup(name: str) -> bool:
 
 
 def test_it_defines_every_service(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) >= {"postgres", "redis", *HIVE_SERVICES}
+    assert set(services) >= {"postgres", "redis", *HIVE_SERVICES, *MONITORING_SERVICES}
 
 
 def test_the_file_has_no_obsolete_version_key(compose: dict[str, Any]) -> None:
@@ -196,13 +199,110 @@ def test_hive_services_restart_and_share_one_image(services: dict[str, dict[str,
 
 
 def test_configuration_is_never_mounted(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    """Hive reads environment variables only; Prometheus and Grafana get their files as
+    `configs` from this directory (never a bind mount of an arbitrary host path)."""
     named = set(compose.get("volumes") or {})
     for name, service in services.items():
         for volume in service.get("volumes") or []:
             source = volume["source"] if isinstance(volume, dict) else volume.split(":", 1)[0]
             assert source in named, f"{name} mounts {source!r}; only named volumes are allowed"
         assert "env_file" not in service, name
-        assert "configs" not in service, name
+        if name not in MONITORING_SERVICES:
+            assert "configs" not in service, name
+            assert "secrets" not in service, name
+
+
+def test_monitoring_configs_are_files_of_this_directory(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    declared = compose.get("configs") or {}
+    used = set()
+    for name in MONITORING_SERVICES:
+        for entry in services[name].get("configs") or []:
+            assert isinstance(entry, dict) and entry.get("target", "").startswith("/etc/"), (name, entry)
+            used.add(entry["source"])
+    assert used == set(declared), "declared and used configs differ"
+    for config in declared.values():
+        path = (COMPOSE_DIR / config["file"]).resolve()
+        assert path.is_file(), path
+        assert COMPOSE_DIR in path.parents, f"{path} is outside compose/"
+
+
+def test_monitoring_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, repository in (("prometheus", "prom/prometheus"), ("grafana", "grafana/grafana")):
+        image, _, tag = services[name]["image"].partition(":")
+        assert image == repository, name
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: pin a release, not {tag or 'latest'!r}"
+        assert services[name]["restart"] == "unless-stopped", name
+
+
+def test_prometheus_gets_the_metrics_token_as_a_secret(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    """Prometheus does not expand ${...} in its config: the token must arrive as a file,
+    made by Compose from the same HIVE_METRICS_TOKEN the web process reads."""
+    shared = compose["x-hive-env"]
+    assert shared["HIVE_METRICS_TOKEN"].startswith("${HIVE_METRICS_TOKEN:?")
+    assert read_by_settings("HIVE_METRICS_TOKEN")
+    secrets = services["prometheus"]["secrets"]
+    assert len(secrets) == 1
+    secret = secrets[0]
+    assert compose["secrets"][secret["source"]] == {"environment": "HIVE_METRICS_TOKEN"}
+    mounted_at = f"/run/secrets/{secret.get('target', secret['source'])}"
+    assert "HIVE_METRICS_TOKEN" not in environment_of(services["prometheus"]), "the token stays out of its environment"
+    scrape = {job["job_name"]: job for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}["hive"]
+    assert scrape["authorization"] == {"type": "Bearer", "credentials_file": mounted_at}
+    if "mode" in secret:
+        assert secret["mode"] & 0o004, "Prometheus runs as nobody: the file must be world-readable"
+
+
+def test_prometheus_scrapes_the_web_service(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    scrape = {job["job_name"]: job for job in config["scrape_configs"]}["hive"]
+    assert scrape.get("metrics_path", "/metrics") == "/metrics"
+    targets = [target for group in scrape["static_configs"] for target in group["targets"]]
+    assert targets == ["web:8000"]
+    assert "web" in services
+    # Django answers 400 to a Host it does not allow; Prometheus sends Host: web.
+    allowed = compose["x-hive-env"]["HIVE_ALLOWED_HOSTS"]
+    assert allowed.split("}", 1)[-1].split(",")[-1] == "web"
+    # The rules file sits beside the config in the container, as in this directory.
+    mounts = {entry["source"]: entry["target"] for entry in services["prometheus"]["configs"]}
+    targets_by_file = {Path(compose["configs"][source]["file"]).name: target for source, target in mounts.items()}
+    assert targets_by_file["prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    for rule_file in config["rule_files"]:
+        assert (PROMETHEUS_CONFIG.parent / rule_file).is_file(), rule_file
+        assert targets_by_file[Path(rule_file).name] == f"/etc/prometheus/{rule_file}"
+    assert "/etc/prometheus/prometheus.yml" in " ".join(command_of(services["prometheus"]))
+
+
+def test_grafana_is_provisioned_and_needs_a_password(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    assert environment_of(grafana)["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_PASSWORD:?")
+    mounts = {Path(compose["configs"][entry["source"]]["file"]).as_posix(): entry["target"] for entry in grafana["configs"]}
+    datasource_target = mounts["grafana/provisioning/datasources/prometheus.yml"]
+    provider_target = mounts["grafana/provisioning/dashboards/hive.yml"]
+    dashboard_target = mounts["grafana/dashboards/hive.json"]
+    assert datasource_target.startswith("/etc/grafana/provisioning/datasources/")
+    assert provider_target.startswith("/etc/grafana/provisioning/dashboards/")
+    provider = yaml.safe_load((COMPOSE_DIR / "grafana/provisioning/dashboards/hive.yml").read_text())
+    paths = [p["options"]["path"].rstrip("/") for p in provider["providers"]]
+    assert str(Path(dashboard_target).parent) in paths, "the provider must look where hive.json is mounted"
+    datasources = yaml.safe_load((COMPOSE_DIR / "grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    assert [d["url"] for d in datasources] == ["http://prometheus:9090"]
+    home = environment_of(grafana).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    assert home in (None, dashboard_target)
+
+
+def test_metrics_multiprocess_dir_is_a_fresh_tmpfs_in_every_hive_container(compose: dict[str, Any],
+                                                                           services: dict[str, dict[str, Any]]) -> None:
+    """Files left by a previous container's processes would be summed into /metrics."""
+    directory = compose["x-hive-env"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert read_by_settings("PROMETHEUS_MULTIPROC_DIR")
+    uid = re.search(r"useradd [^\n]*--uid (\d+)", DOCKERFILE.read_text()).group(1)
+    for name in HIVE_SERVICES:
+        service = services[name]
+        assert environment_of(service)["PROMETHEUS_MULTIPROC_DIR"] == directory, name
+        mounts = [entry.split(":", 1) for entry in service.get("tmpfs") or []]
+        options = {path: dict(opt.split("=", 1) for opt in (rest[0].split(",") if rest else [])) for path, *rest in mounts}
+        assert directory in options, f"{name}: {directory} is not a tmpfs"
+        assert options[directory].get("uid") == uid, f"{name}: the hive user (uid {uid}) must own it"
 
 
 # --- variables ------------------------------------------------------------------
@@ -219,7 +319,7 @@ def test_every_variable_the_compose_file_uses_is_documented() -> None:
 def test_required_secrets_ship_empty() -> None:
     """Forgetting to edit .env must stop `up`, not start Hive with a published secret."""
     required = set(REQUIRED_REFERENCE.findall(COMPOSE_FILE.read_text()))
-    assert {"HIVE_SECRET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"} <= required
+    assert {"HIVE_SECRET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "HIVE_METRICS_TOKEN", "GRAFANA_PASSWORD"} <= required
     example = env_example()
     assert {name: example[name] for name in required if example[name]} == {}
 
@@ -292,7 +392,8 @@ def test_entrypoint_is_executable_bash() -> None:
 # --- entrypoint behaviour, with python/celery stubbed on PATH --------------------
 
 
-def run_entrypoint(tmp_path: Path, *argv: str, migrate: str | None) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def run_entrypoint(tmp_path: Path, *argv: str, migrate: str | None,
+                   extra_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     log = tmp_path / "calls.log"
     stubs = tmp_path / "bin"
     stubs.mkdir(exist_ok=True)
@@ -300,7 +401,7 @@ def run_entrypoint(tmp_path: Path, *argv: str, migrate: str | None) -> tuple[sub
         stub = stubs / program
         stub.write_text(f'#!/bin/sh\necho "{program} $*" >> "{log}"\n')
         stub.chmod(0o755)
-    env = {"PATH": f"{stubs}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {"PATH": f"{stubs}{os.pathsep}{os.environ.get('PATH', '')}", **(extra_env or {})}
     if migrate is not None:
         env["HIVE_MIGRATE"] = migrate
     result = subprocess.run([str(ENTRYPOINT), *argv], capture_output=True, text=True, env=env, timeout=30)
@@ -338,6 +439,36 @@ def test_a_misspelt_hive_migrate_stops_the_container(tmp_path: Path) -> None:
     assert calls == []
 
 
+def test_the_entrypoint_empties_the_metrics_dir_before_starting(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    stale = [metrics / name for name in ("counter_41.db", "histogram_41.db", "gauge_livesum_7.db")]
+    for path in stale:
+        path.write_bytes(b"stale")
+    keep = metrics / "README"
+    keep.write_text("not prometheus_client's")
+    result, calls = run_entrypoint(tmp_path, *WEB, migrate=None, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(metrics)})
+    assert result.returncode == 0, result.stderr
+    assert calls == [" ".join(WEB)]
+    assert [path for path in stale if path.exists()] == []
+    assert keep.exists(), "only prometheus_client's *.db files are removed"
+
+
+def test_the_entrypoint_creates_a_missing_metrics_dir(tmp_path: Path) -> None:
+    metrics = tmp_path / "not-yet" / "metrics"
+    worker = ("celery", "-A", "hive_project", "worker", "-Q", "hive.low")
+    result, calls = run_entrypoint(tmp_path, *worker, migrate=None, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(metrics)})
+    assert result.returncode == 0, result.stderr
+    assert metrics.is_dir()
+    assert calls == [" ".join(worker)]
+
+
+def test_the_image_leaves_no_root_owned_metrics_dir() -> None:
+    """collectstatic imports the settings, which create VAR_DIR/prometheus as root; the
+    hive user could not write there when PROMETHEUS_MULTIPROC_DIR is left at its default."""
+    assert re.search(r"collectstatic --noinput \\\n\s*&& rm -rf /var/lib/hive/prometheus\b", DOCKERFILE.read_text())
+
+
 # --- docker compose config (only where the CLI exists) --------------------------
 
 
@@ -349,7 +480,8 @@ def test_docker_compose_accepts_the_file() -> None:
     if probe.returncode != 0:
         reason = (probe.stderr.strip() or probe.stdout.strip()).splitlines()[:1]
         pytest.skip(f"the docker CLI has no compose plugin ({' '.join(reason)})")
-    env = {**os.environ, "HIVE_SECRET_KEY": "test-secret", "POSTGRES_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test-password"}
+    env = {**os.environ, "HIVE_SECRET_KEY": "test-secret", "POSTGRES_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test-password",
+           "HIVE_METRICS_TOKEN": "test-token", "GRAFANA_PASSWORD": "test-password"}
     result = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
         capture_output=True,

@@ -213,7 +213,6 @@
     agents: new Map(),   // agent_id -> agent
     tasks: new Map(),    // task id -> task
     alerts: [],
-    transitions: [],     // recent task status changes, replayed onto newer-looking snapshots
     loaded: false,
   };
 
@@ -226,9 +225,6 @@
     if (current !== null && incoming !== null && incoming < current) return;  // an older snapshot
     state.cluster = snapshot;
     state.clusterReceivedAt = Date.now();
-    // Transitions this snapshot could not know yet (it may arrive after them).
-    state.transitions = state.transitions.filter(function (tr) { return Date.now() - tr.seenAt < 120000; });
-    state.transitions.forEach(function (tr) { bumpCluster(tr); });
     renderCluster();
   }
 
@@ -251,8 +247,9 @@
     var by = q.pending_by_priority || {};
     for (var p = 5; p >= 1; p--) setText("q-" + p, by[String(p)] || 0);
     setText("q-total", q.pending);
-    setText("queued-count", q.queued);
-    setText("running-count", q.running);
+    var live = liveQueueCounts(c);
+    setText("queued-count", live.queued);
+    setText("running-count", live.running);
     var hour = c.last_hour || {};
     setText("hour-completed", hour.completed);
     setText("hour-failed", hour.failed);
@@ -260,37 +257,29 @@
     setText("cluster-updated", "updated " + clock(c.timestamp));
   }
 
-  /* cluster.status snapshots come after scheduling passes; a task that starts,
-   * or finishes between two of them, moves the counts here right away. Only
-   * events newer than the snapshot count, so nothing is counted twice. */
-  function adjustCluster(t, from, to, at) {
-    if (from === to) return;
-    var tr = { priority: t.priority, from: from, to: to, at: at, seenAt: Date.now() };
-    state.transitions.push(tr);
-    if (bumpCluster(tr)) renderCluster();
-  }
+  /* cluster.status snapshots come after scheduling passes, not when a task starts
+   * or ends in between. The snapshot lists the tasks it saw running, so a task
+   * running here but not there started since, and one there but finished here
+   * ended since; counting those keeps the numbers live without counting twice.
+   * (The snapshot's counts and its list come from separate queries, so a task
+   * that started between them is in the list but still counted as queued: the
+   * list wins.) */
+  var RUNNING_LIST_LIMIT = 100;  // coordinator.status lists at most this many
 
-  function bumpCluster(tr) {
-    var c = state.cluster;
-    if (!c || !c.queue) return false;
-    var snapshotAt = parseTime(c.timestamp), eventAt = parseTime(tr.at);
-    if (snapshotAt === null || eventAt === null || eventAt <= snapshotAt) return false;
-    var q = c.queue;
-    var bump = function (status, delta) {
-      if (status === "pending") {
-        q.pending = Math.max(0, (q.pending || 0) + delta);
-        var by = q.pending_by_priority = q.pending_by_priority || {};
-        if (tr.priority) by[String(tr.priority)] = Math.max(0, (by[String(tr.priority)] || 0) + delta);
-      } else if (status === "queued" || status === "running") {
-        q[status] = Math.max(0, (q[status] || 0) + delta);
-      } else if (TERMINAL[status] && delta > 0) {
-        var hour = c.last_hour = c.last_hour || {};
-        hour[status] = (hour[status] || 0) + 1;
-      }
-    };
-    if (tr.from) bump(tr.from, -1);
-    bump(tr.to, +1);
-    return true;
+  function liveQueueCounts(c) {
+    var q = c.queue || {};
+    var running = q.running || 0, queued = q.queued || 0;
+    var listed = c.running_tasks || [];
+    if (listed.length >= RUNNING_LIST_LIMIT) return { running: running, queued: queued };  // truncated list
+    if (listed.length > running) queued = Math.max(0, queued - (listed.length - running));
+    running = listed.length;
+    var seen = new Set(listed.map(function (r) { return r.id; }));
+    var started = 0, finished = 0;
+    state.tasks.forEach(function (t) {
+      if (t.status === "running" && !seen.has(t.id)) started++;
+      if (TERMINAL[t.status] && seen.has(t.id)) finished++;
+    });
+    return { running: Math.max(0, running + started - finished), queued: Math.max(0, queued - started) };
   }
 
   /* A task took or gave back a slot on its agent: show it now; the agent list
@@ -494,7 +483,8 @@
     if (!r || !r.id) return null;
     var t = state.tasks.get(r.id) || newTask(r.id);
     var newerAttempt = (r.attempts || 0) > (t.attempts || 0);
-    var takeStatus = RANK[r.status] >= RANK[t.status] || newerAttempt;
+    var olderAttempt = (r.attempts || 0) < (t.attempts || 0) && !TERMINAL[r.status];
+    var takeStatus = !olderAttempt && (RANK[r.status] >= RANK[t.status] || newerAttempt);
     t.title = r.title;
     t.priority = r.priority;
     t.task_type = r.task_type;
@@ -548,6 +538,7 @@
       t.error = "";
       t.tps = null;
       t.timings = null;
+      t.attempts = 0;  // a retried task counts its attempts afresh
       setOutput(t, "");
     }
     if (d.title) t.title = d.title;
@@ -615,7 +606,7 @@
     }
     if (isNew && !t.title) fetchTaskSoon(t, 200);  // we joined late: get the rest from REST
     if (t.status !== before && (before !== null || type === "task.created")) {
-      adjustCluster(t, before, t.status, at);
+      scheduleRender("cluster");
       if (before !== null) adjustSlots(t.agent_id || agentBefore, before, t.status);
       refreshAgentsSoon();
     }
@@ -733,29 +724,60 @@
 
   // ---------------------------------------------------------------- alerts --
 
-  function applyAlertEvent(topic, event) {
-    var d = event.data || {};
-    var severity = d.severity || (topic.indexOf("alerts.") === 0 && topic !== "alerts.*" ? topic.slice(7) : "info");
-    var text = d.message || d.title || d.summary || d.rule || d.name || event.type;
-    var resolved = d.status === "resolved" || d.resolved === true || /resolved/.test(event.type || "");
-    state.alerts.unshift({ severity: String(severity), text: String(text), resolved: resolved, at: event.timestamp,
-                           source: event.source });
+  /* One entry per alert: a "resolved" event updates the alert it resolves. */
+  function upsertAlert(a) {
+    var i = a.id === null || a.id === undefined ? -1
+      : state.alerts.findIndex(function (x) { return x.id === a.id; });
+    if (i >= 0) {
+      var old = state.alerts[i];
+      state.alerts[i] = Object.assign({}, old, a, { firedAt: old.firedAt || a.firedAt });
+    } else {
+      state.alerts.unshift(a);
+    }
+    state.alerts.sort(function (x, y) {
+      return (x.resolved - y.resolved) || byTime(y.firedAt || y.at, x.firedAt || x.at);
+    });
     state.alerts = state.alerts.slice(0, MAX_ALERTS);
     scheduleRender("alerts");
   }
 
+  function applyAlertEvent(topic, event) {
+    var d = event.data || {};
+    var severity = d.severity || (topic !== "alerts.*" ? topic.slice("alerts.".length) : "info");
+    var state_ = d.state || d.status;
+    upsertAlert({
+      id: d.alert_id !== undefined ? d.alert_id : event.correlation_id || event.id,
+      severity: String(severity),
+      text: String(d.message || d.title || d.rule || event.type),
+      subject: d.subject || "",
+      resolved: state_ === "resolved" || d.resolved === true,
+      firedAt: d.fired_at || event.timestamp,
+      at: d.resolved_at || event.timestamp,
+    });
+  }
+
+  function applyRestAlerts(list) {
+    (list || []).slice().reverse().forEach(function (r) {
+      upsertAlert({ id: r.id, severity: String(r.severity || "info"), text: String(r.message || r.rule || ""),
+                    subject: r.subject || "", resolved: r.status === "resolved", firedAt: r.fired_at,
+                    at: r.resolved_at || r.fired_at });
+    });
+  }
+
   function renderAlerts() {
     var list = $("alerts-list");
-    clear(list);
-    if (!state.alerts.length) {
-      list.appendChild(el("li", { className: "placeholder", id: "no-alerts", text: "No alerts" }));
-      return;
-    }
+    var placeholder = $("no-alerts");
+    while (placeholder.nextSibling) list.removeChild(placeholder.nextSibling);
+    var firing = state.alerts.filter(function (a) { return !a.resolved; }).length;
+    setText("alerts-count", firing ? firing + " firing" : "");
+    placeholder.hidden = state.alerts.length > 0;
     state.alerts.forEach(function (a) {
-      list.appendChild(el("li", { dataset: { severity: a.severity } },
+      list.appendChild(el("li", { className: a.resolved ? "resolved" : "firing",
+                                  dataset: { severity: a.severity, alertId: a.id } },
         badge(a.resolved ? "resolved" : a.severity),
         el("span", { className: "alert-text", text: a.text }),
-        el("span", { className: "alert-time", text: clock(a.at) })));
+        el("span", { className: "alert-time", title: a.resolved ? "resolved" : "fired",
+                     text: clock(a.resolved ? a.at : a.firedAt) })));
     });
   }
 
@@ -772,6 +794,7 @@
       renderQueued = false;
       var parts = dirty;
       dirty = {};
+      if (parts.cluster) renderCluster();
       if (parts.agents) renderAgents();
       if (parts.tasks) renderTasks();
       if (parts.alerts) renderAlerts();
@@ -804,9 +827,11 @@
         : Promise.resolve(null),
       config.canSeeTasks && !state.loaded
         ? api("GET", "/tasks?status=completed&status=failed&status=cancelled&page_size=10") : Promise.resolve(null),
+      config.canSeeAgents ? api("GET", "/alerts?page_size=" + MAX_ALERTS) : Promise.resolve(null),
     ];
     return Promise.all(queries).then(function (res) {
-      var cluster = res[0], agents = res[1], active = res[2], recent = res[3];
+      var cluster = res[0], agents = res[1], active = res[2], recent = res[3], alerts = res[4];
+      if (alerts && alerts.ok) applyRestAlerts(alerts.data.results || alerts.data);
       if (cluster && cluster.ok) applyCluster(cluster.data);
       if (agents && agents.ok) applyAgents(agents.data.agents);
       if (recent && recent.ok) (recent.data.results || []).slice().reverse().forEach(mergeRestTask);
@@ -1065,7 +1090,7 @@
       var buffered = stream.buffer;
       stream.buffer = [];
       buffered.forEach(function (item) { dispatch(item[0], item[1]); });
-      renderAlerts();
+      scheduleRender("alerts");
       document.body.dataset.loaded = "true";
     });
   }
