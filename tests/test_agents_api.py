@@ -469,7 +469,7 @@ def test_a_viewer_can_read_agents(viewer_api):
     ],
 )
 def test_a_viewer_cannot_change_agents(viewer_api, method, path, payload):
-    agent = make_agent(slug="oak", max_concurrency=2)
+    agent = make_agent(slug="oak", max_concurrency=2, last_probe_at=None)
     response = getattr(viewer_api, method)(path, payload, format="json")
     assert response.status_code == 403
     assert "permission" in response.json()["error"]
