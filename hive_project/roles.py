@@ -18,6 +18,11 @@ SEED_PERMISSIONS: dict[str, list[str]] = {
     "agents.manage": ["agents.add_agent", "agents.change_agent", "agents.delete_agent", "agents.drain_agent"],
     "tasks.view": ["coordinator.view_task", "coordinator.view_taskattempt"],
     "tasks.create": ["coordinator.add_task", "coordinator.cancel_task"],
+    "workflows.view": ["workflows.view_workflow", "workflows.view_workflowversion", "workflows.view_mcpserver"],
+    "workflows.create": ["workflows.add_workflow", "workflows.change_workflow", "workflows.delete_workflow"],
+    "executions.view": ["workflows.view_execution", "workflows.view_noderun"],
+    "executions.start": ["workflows.execute_workflow", "workflows.cancel_execution"],
+    "mcp.manage": ["workflows.add_mcpserver", "workflows.change_mcpserver", "workflows.delete_mcpserver"],
     "tasks.manage": ["coordinator.change_task", "coordinator.delete_task", "coordinator.assign_task",
                      "coordinator.retry_task"],
 }
@@ -26,11 +31,12 @@ ROLE_MATRIX: dict[str, list[str]] = {
     ADMIN: ["*"],
     # Developers submit and follow their work; the seed's read-only role sees the
     # cluster and its tasks.
-    DEVELOPER: ["agents.view", "tasks.view", "tasks.create"],
-    VIEWER: ["agents.view", "tasks.view"],
+    DEVELOPER: ["agents.view", "tasks.view", "tasks.create", "workflows.view", "workflows.create",
+                "executions.view", "executions.start"],
+    VIEWER: ["agents.view", "tasks.view", "workflows.view", "executions.view"],
 }
 
-HIVE_APPS = ("agents", "coordinator", "hive_project", "django_celery_beat")
+HIVE_APPS = ("agents", "coordinator", "hive_project", "workflows", "django_celery_beat")
 
 
 def ensure_roles() -> None:

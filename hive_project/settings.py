@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "agents",
     "coordinator",
     "monitoring",
+    "workflows",
 ]
 
 MIDDLEWARE = [
@@ -208,6 +209,22 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = HIVE_MAX_BODY_BYTES
 HIVE_EVENT_RETENTION = env_int("HIVE_EVENT_RETENTION", 1000, minimum=10)
 HIVE_EVENT_RETENTION_SECONDS = env_int("HIVE_EVENT_RETENTION_SECONDS", 86400, minimum=60)
 HIVE_PROGRESS_INTERVAL = env_float("HIVE_PROGRESS_INTERVAL", 0.1, minimum=0.01)
+
+# --- Workflows ------------------------------------------------------------
+HIVE_WORKFLOW_TIMEZONE = env_str("HIVE_WORKFLOW_TIMEZONE", "America/New_York")
+HIVE_WORKFLOW_JS_TIMEOUT_MS = env_int("HIVE_WORKFLOW_JS_TIMEOUT_MS", 5000, minimum=10)
+HIVE_WORKFLOW_JS_MEMORY_MB = env_int("HIVE_WORKFLOW_JS_MEMORY_MB", 64, minimum=8)
+HIVE_WORKFLOW_PYTHON_ENABLED = env_bool("HIVE_WORKFLOW_PYTHON_ENABLED", True)
+HIVE_WORKFLOW_PYTHON_TIMEOUT = env_float("HIVE_WORKFLOW_PYTHON_TIMEOUT", 10.0, minimum=0.1)
+HIVE_WORKFLOW_PYTHON_MEMORY_MB = env_int("HIVE_WORKFLOW_PYTHON_MEMORY_MB", 256, minimum=32)
+HIVE_WORKFLOW_HTTP_TIMEOUT = env_float("HIVE_WORKFLOW_HTTP_TIMEOUT", 30.0, minimum=0.1)
+HIVE_WORKFLOW_HTTP_MAX_BYTES = env_int("HIVE_WORKFLOW_HTTP_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Hosts, IPs or CIDRs the HTTP Request node may reach although they are loopback,
+# link-local or private (public addresses are always allowed).
+HIVE_WORKFLOW_HTTP_ALLOW = env_list("HIVE_WORKFLOW_HTTP_ALLOW", [])
+HIVE_WORKFLOW_MAX_NODE_RUNS = env_int("HIVE_WORKFLOW_MAX_NODE_RUNS", 10_000, minimum=10)
+HIVE_WORKFLOW_MAX_WAIT_SECONDS = env_float("HIVE_WORKFLOW_MAX_WAIT_SECONDS", 3600.0, minimum=0.0)
+HIVE_EXECUTION_RETENTION_DAYS = env_float("HIVE_EXECUTION_RETENTION_DAYS", 30.0, minimum=0.01)
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {

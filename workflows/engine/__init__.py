@@ -1,0 +1,1 @@
+"""Hive's n8n-compatible workflow engine (Django-free). See contract.py."""
