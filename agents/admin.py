@@ -39,7 +39,7 @@ class AgentAdmin(admin.ModelAdmin):
     readonly_fields = ["status", "last_error", "last_seen", "last_probe_at", "ollama_version", "models_available",
                        "models_loaded", "tokens_per_second", "consecutive_failures", "created_at", "updated_at"]
     fieldsets = [
-        (None, {"fields": ["slug", "name", "endpoint", "model", "specialization", "max_concurrency", "draining"]}),
+        (None, {"fields": ["slug", "name", "endpoint", "model", "specialization", "max_concurrency", "max_loaded_models", "draining"]}),
         ("Capabilities and hardware", {"fields": ["capabilities", "hardware", "performance_targets"]}),
         ("Live state (from probes)", {"fields": readonly_fields}),
     ]

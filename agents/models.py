@@ -94,6 +94,11 @@ class Agent(models.Model):
         default=1, validators=[MinValueValidator(1), MaxValueValidator(64)],
         help_text="Parallel generations this node runs (Ollama's OLLAMA_NUM_PARALLEL).",
     )
+    max_loaded_models = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(64)],
+        help_text="Models the node keeps in memory at once (Ollama's OLLAMA_MAX_LOADED_MODELS, 3 per GPU by "
+                  "default). Loading one more evicts the least recently used idle model.",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OFFLINE, db_index=True)
     draining = models.BooleanField(default=False, help_text="Draining agents get no new work; running work finishes.")
     last_error = models.TextField(blank=True)

@@ -273,7 +273,8 @@ def _measure(strategy: str, workload: list[dict[str, Any]], out: Path, procs: An
     for node in cluster:
         agents[node.slug] = register_agent({
             "slug": node.slug, "name": node.slug, "endpoint": urls[node.slug], "model": node.resident[0],
-            "max_concurrency": node.parallel, "hardware": {"gpu_type": "simulated"},
+            "max_concurrency": node.parallel, "max_loaded_models": node.max_loaded,
+            "hardware": {"gpu_type": "simulated"},
         })
     procs.wait_ready([*workers, control])
     beat.wait_for("beat: Starting", 60)

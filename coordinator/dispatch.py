@@ -11,11 +11,25 @@ from django.db import transaction
 
 from hive_project import queues
 
+# Set while a scheduling-pass message is queued and its pass has not started: a burst
+# of submissions or completions then costs one pass, not one per event. The pass
+# clears it when it starts, so a request arriving during a pass queues the next one.
+# The expiry bounds the damage if Redis loses the message (beat's safety-net pass
+# runs meanwhile).
+PASS_REQUESTED_KEY = "hive:scheduler:requested"
+PASS_REQUESTED_TTL = 10
+
 
 def request_scheduling_pass() -> None:
-    from coordinator.tasks import run_scheduling_pass
+    transaction.on_commit(_request_pass)
 
-    transaction.on_commit(lambda: run_scheduling_pass.apply_async(queue=queues.CONTROL))
+
+def _request_pass() -> None:
+    from coordinator.tasks import run_scheduling_pass
+    from hive_project.redis_client import get_redis
+
+    if get_redis().set(PASS_REQUESTED_KEY, 1, nx=True, ex=PASS_REQUESTED_TTL):
+        run_scheduling_pass.apply_async(queue=queues.CONTROL)
 
 
 MARKER_PREFIX = "hive:dispatch:"

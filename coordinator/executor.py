@@ -27,7 +27,7 @@ from agents.ollama import OllamaClient, OllamaError, OllamaHTTPError, OllamaStre
 from coordinator import events
 from coordinator.dispatch import forget_marker, request_scheduling_pass
 from coordinator.models import Task, TaskAttempt
-from coordinator.scheduler import publish_cluster_status, resolve_model
+from coordinator.scheduler import publish_cluster_status_soon, resolve_model
 from coordinator.services import fail_dependents, return_to_pending_or_fail
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
                                dispatch_id=task.dispatch_id, worker=worker)
     events.task_event(events.TASK_STARTED, task, attempt=task.attempts, worker=worker,
                       model=task.metadata.get("model"))
-    publish_cluster_status()
+    publish_cluster_status_soon()
     return task
 
 
@@ -220,7 +220,7 @@ def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: O
         events.task_event(events.TASK_COMPLETED, task, result=text, timings=timings, model=model)
         request_scheduling_pass()
     agent_services.record_success(agent, model, tps=tps, load_seconds=timings.get("load_duration", 0) / 1e9,
-                                  was_warm=agent.has_loaded(model))
+                                  was_warm=not task.metadata.get("cold_load", not agent.has_loaded(model)))
     return Task.Status.COMPLETED
 
 

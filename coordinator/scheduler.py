@@ -19,19 +19,21 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from agents.models import Agent
+from agents.models import Agent, parse_ollama_time
 from coordinator import events
-from coordinator.dispatch import send_execution
+from coordinator.dispatch import PASS_REQUESTED_KEY, send_execution
 from coordinator.models import Task, TaskDependency
 from hive_project.redis_client import get_redis
 
@@ -41,6 +43,7 @@ LOCK_KEY = "hive:scheduler:lock"
 DIRTY_KEY = "hive:scheduler:dirty"
 QUEUE_INFO_KEY = "hive:scheduler:queue"
 ROUND_ROBIN_KEY = "hive:scheduler:rr"
+QUEUE_FRESH_KEY = "hive:scheduler:queue-fresh"
 # Short, and renewed by a live pass: a worker killed mid-pass frees the lock within this.
 LOCK_TIMEOUT = 10
 MAX_TASKS_PER_PASS = 1000
@@ -114,77 +117,160 @@ class Estimator:
         return (0.0 if warm else self.load(agent)) + self.tokens(task) / self.tps(agent)
 
 
+def canonical(model: str) -> str:
+    """Ollama's name for a model: a bare name means its ``latest`` tag."""
+    return model if ":" in model else f"{model}:latest"
+
+
 @dataclass
 class Timeline:
-    """One agent's slots as the times (seconds from now) at which each becomes free."""
+    """One agent's slots as the times (seconds from now) at which each becomes free,
+    and its memory: the resident models, least recently used first, at most
+    ``capacity`` of them (loading one more evicts the LRU model, as Ollama does)."""
 
     agent: Agent
     free_at: list[float]
-    warm: set[str]
+    warm: list[str]
     busy: int
+    capacity: int = 3
+    # model -> when the last task using it is expected to end; a model in use cannot be evicted before.
+    held: dict[str, float] = field(default_factory=dict)
+
+    # Tasks sent beyond the agent's slots, waiting in Ollama's own queue.
+    ahead: int = 0
+    ahead_limit: int = 0
 
     @property
     def free_now(self) -> bool:
-        return self.free_at[0] <= 0.0
+        """A slot is free, or one frees so soon that a task sent now waits in Ollama's
+        queue instead of waiting for the completion -> pass -> message round trip."""
+        if self.free_at[0] <= 0.0:
+            return True
+        return self.ahead < self.ahead_limit and self.free_at[0] <= settings.HIVE_QUEUE_AHEAD_SECONDS
 
     def start(self) -> float:
         return max(self.free_at[0], 0.0)
 
-    def take(self, until: float, model: str) -> None:
+    def is_warm(self, model: str) -> bool:
+        return canonical(model) in self.warm
+
+    def victim(self, start: float) -> str | None:
+        """The model a cold load starting at ``start`` would evict (None: there is room).
+
+        Ollama evicts the least recently used idle model; when every resident model
+        is in use the load waits until one is idle, so prefer one idle by then."""
+        if len(self.warm) < self.capacity:
+            return None
+        idle = [m for m in self.warm if self.held.get(m, 0.0) <= start]
+        return idle[0] if idle else min(self.warm, key=lambda m: self.held.get(m, 0.0))
+
+    def use(self, model: str, start: float, until: float) -> str | None:
+        """Make ``model`` the most recently used; returns the model it evicted, if any."""
+        name = canonical(model)
+        evicted = None
+        if name in self.warm:
+            self.warm.remove(name)
+        else:
+            evicted = self.victim(start)
+            if evicted is not None:
+                self.warm.remove(evicted)
+                self.held.pop(evicted, None)
+        self.warm.append(name)
+        self.held[name] = max(self.held.get(name, 0.0), until)
+        return evicted
+
+    def take(self, until: float, model: str, *, dispatched: bool = False) -> str | None:
+        start = self.start()
+        if dispatched and start > 0.0:
+            self.ahead += 1
         heapq.heapreplace(self.free_at, until)
-        self.warm.add(model)
         self.busy += 1
+        return self.use(model, start, until)
+
+
+def resident_models(agent: Agent) -> list[str]:
+    """The agent's loaded models, least recently used first (Ollama's expiry follows last use)."""
+    now = timezone.now()
+    entries = []
+    for m in agent.models_loaded:
+        if not isinstance(m, dict) or not (m.get("name") or m.get("model")):
+            continue
+        expires = parse_ollama_time(m.get("expires_at"))
+        if expires is not None and expires < now:
+            continue
+        entries.append((expires or now, canonical(m.get("name") or m.get("model"))))
+    entries.sort(key=lambda e: e[0])
+    names: list[str] = []
+    for _, name in entries:
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def build_timelines(agents: list[Agent], estimator: Estimator, now: datetime) -> list[Timeline]:
     holding: dict[Any, list[Task]] = {}
-    for task in Task.objects.holding_slot().filter(assigned_agent__in=agents):
+    for task in Task.objects.holding_slot().filter(assigned_agent__in=agents).order_by("queued_at"):
         holding.setdefault(task.assigned_agent_id, []).append(task)
     timelines = []
     for agent in agents:
-        warm = {m for m in agent.loaded_model_names if m}
-        free_at: list[float] = []
+        line = Timeline(agent=agent, free_at=[0.0] * agent.max_concurrency, warm=resident_models(agent), busy=0,
+                        capacity=max(agent.max_loaded_models, 1), ahead_limit=settings.HIVE_QUEUE_AHEAD)
+        # Oldest first: the first max_concurrency hold the slots, later ones (sent
+        # ahead) start when a slot frees.
         for task in holding.get(agent.pk, []):
             model = task.metadata.get("model") or resolve_model(task, agent)
-            expected = estimator.run_time(task, agent, warm=model in warm)
-            began = task.started_at or task.queued_at or now
-            elapsed = (now - began).total_seconds()
-            free_at.append(max(expected - elapsed, expected * OVERDUE_FLOOR))
-            warm.add(model)
-        busy = len(free_at)
-        free_at.extend([0.0] * max(agent.max_concurrency - busy, 0))
-        if not free_at:
-            continue
-        heapq.heapify(free_at)
-        timelines.append(Timeline(agent=agent, free_at=free_at, warm=warm, busy=busy))
+            expected = estimator.run_time(task, agent, warm=line.is_warm(model))
+            slot = line.free_at[0]
+            if slot > 0.0:
+                until = slot + expected
+                line.ahead += 1
+            else:
+                began = task.started_at or task.queued_at or now
+                elapsed = (now - began).total_seconds()
+                until = max(expected - elapsed, expected * OVERDUE_FLOOR)
+            heapq.heapreplace(line.free_at, until)
+            line.busy += 1
+            line.use(model, 0.0, until)
+        timelines.append(line)
     return timelines
-
-
-def _warm(line: Timeline, model: str) -> bool:
-    wanted = model if ":" in model else f"{model}:latest"
-    return model in line.warm or wanted in line.warm
 
 
 def rank(task: Task, line: Timeline) -> tuple[bool, float, float, int]:
     """warm_first's preference among free agents: loaded model, proficiency, speed, fewer busy slots."""
     agent = line.agent
-    return (_warm(line, resolve_model(task, agent)), agent.proficiency(task.task_type) or 0.0,
+    return (line.is_warm(resolve_model(task, agent)), agent.proficiency(task.task_type) or 0.0,
             agent.tokens_per_second, -line.busy)
 
 
 class Placement:
     """Chooses a timeline for a task, or says it should wait (and for which slot)."""
 
-    def __init__(self, strategy: str, estimator: Estimator) -> None:
+    def __init__(self, strategy: str, estimator: Estimator, demand: Counter[str] | None = None) -> None:
         self.strategy = strategy
         self.estimator = estimator
+        # Pending tasks per model not placed yet in this pass: evicting a model they
+        # need costs them a reload.
+        self.demand: Counter[str] = demand if demand is not None else Counter()
         self._rr_last = ""
         if strategy == "round_robin":
             self._rr_last = (get_redis().get(ROUND_ROBIN_KEY) or b"").decode()
 
     def finish(self, task: Task, line: Timeline) -> float:
-        model = resolve_model(task, line.agent)
-        return line.start() + self.estimator.run_time(task, line.agent, _warm(line, model))
+        """Expected end of ``task`` on ``line``, counting what a cold load there costs."""
+        agent = line.agent
+        model = resolve_model(task, agent)
+        start = line.start()
+        if line.is_warm(model):
+            return start + self.estimator.run_time(task, agent, warm=True)
+        cost = self.estimator.run_time(task, agent, warm=False)
+        victim = line.victim(start)
+        if victim is not None:
+            # Ollama holds the load (and the node's queue) until the victim is idle,
+            # and evicting a model other pending work needs costs it a reload.
+            start = max(start, line.held.get(victim, 0.0))
+            if self.strategy == "warm_first" and self.demand.get(victim, 0) > 0:
+                cost += self.estimator.load(agent)
+        return start + cost
 
     def choose(self, task: Task, lines: list[Timeline]) -> tuple[Timeline, bool]:
         """(timeline, dispatch now?)."""
@@ -203,7 +289,15 @@ class Placement:
             return next(line for line in free if line.agent.slug == pick), True
         if not free:
             return soonest, False
-        best_free = max(free, key=lambda line: (rank(task, line), line.agent.name))
+        model_of = {id(line): resolve_model(task, line.agent) for line in free}
+        warm_free = [line for line in free if line.is_warm(model_of[id(line)])]
+        if warm_free:
+            best_free = max(warm_free, key=lambda line: (rank(task, line), line.agent.name))
+        else:
+            # Every free slot means a cold load: the most proficient, then the one
+            # that finishes first counting the eviction it causes.
+            best_free = min(free, key=lambda line: (-(line.agent.proficiency(task.task_type) or 0.0),
+                                                    self.finish(task, line), line.agent.name))
         if soonest is not best_free and not soonest.free_now and \
                 self.finish(task, soonest) < self.finish(task, best_free) * (1 - WAIT_MARGIN):
             return soonest, False
@@ -235,8 +329,14 @@ def ready_tasks() -> list[Task]:
     return list(
         Task.objects.filter(status=Task.Status.PENDING, cancel_requested=False)
         .exclude(Exists(unfinished_dependency))
+        .only(*PASS_FIELDS)
         .order_by("-priority", "created_at")[:MAX_TASKS_PER_PASS]
     )
+
+
+# What a pass reads of each pending task (the prompt and results stay in the database).
+PASS_FIELDS = ("id", "title", "status", "priority", "task_type", "model", "options", "pinned_agent",
+               "excluded_agents", "metadata", "created_at", "assigned_agent")
 
 
 def schedule_once(strategy: str | None = None) -> PassResult:
@@ -252,36 +352,50 @@ def schedule_once(strategy: str | None = None) -> PassResult:
     agents = list(Agent.objects.schedulable().order_by("name"))
     estimator = Estimator(agents)
     lines = build_timelines(agents, estimator, now)
-    placement = Placement(strategy or settings.HIVE_PLACEMENT, estimator)
+    if not any(line.free_now for line in lines) and not get_redis().set(QUEUE_FRESH_KEY, 1, nx=True, px=1000):
+        # Nothing can start and the queue positions are under a second old: a burst of
+        # requests costs no walk over every pending task.
+        result.waiting = len(tasks)
+        return result
+    demand = Counter(canonical(t.model) for t in tasks if t.model)
+    placement = Placement(strategy or settings.HIVE_PLACEMENT, estimator, demand)
     info: dict[str, dict[str, Any]] = {}
     competitors: dict[frozenset[Any], int] = {}
-    for task in tasks:
-        possible = [line for line in lines if can_run(task, line.agent)]
-        # An agent that failed this task is used again only when nothing else could run it.
-        preferred = [line for line in possible if str(line.agent.pk) not in task.excluded_agents] or possible
-        if not preferred:
-            info[str(task.pk)] = {"reason": waiting_reason(task, lines), "position": None, "eta": None}
-            result.waiting += 1
-            continue
-        line, dispatch = placement.choose(task, preferred)
-        model = resolve_model(task, line.agent)
-        finish = placement.finish(task, line)
-        if dispatch and _claim(task, line.agent, model):
+    # One transaction for the pass's claims: their messages go out together at commit.
+    with transaction.atomic():
+        for task in tasks:
+            if task.model:
+                demand[canonical(task.model)] -= 1
+            possible = [line for line in lines if can_run(task, line.agent)]
+            # An agent that failed this task is used again only when nothing else could run it.
+            preferred = [line for line in possible if str(line.agent.pk) not in task.excluded_agents] or possible
+            if not preferred:
+                info[str(task.pk)] = {"reason": waiting_reason(task, lines), "position": None, "eta": None}
+                result.waiting += 1
+                continue
+            line, dispatch = placement.choose(task, preferred)
+            model = resolve_model(task, line.agent)
+            finish = placement.finish(task, line)
+            if dispatch:
+                cold = not line.is_warm(model)
+                if _claim(task, line.agent, model, cold=cold):
+                    if cold:
+                        record_residency(line.agent, model, line)
+                    line.take(finish, model, dispatched=True)
+                    result.placed.append((task.pk, line.agent.pk))
+                    continue
+            start = line.start()
             line.take(finish, model)
-            result.placed.append((task.pk, line.agent.pk))
-            continue
-        start = line.start()
-        line.take(finish, model)
-        group = frozenset(p.agent.pk for p in preferred)
-        position = 1 + sum(n for other, n in competitors.items() if other & group)
-        competitors[group] = competitors.get(group, 0) + 1
-        info[str(task.pk)] = {
-            "reason": f"waiting for a slot on {line.agent.slug}" if not dispatch else "waiting for a free slot",
-            "position": position,
-            "eta": (now + timedelta(seconds=start)).isoformat(),
-            "agent": line.agent.slug,
-        }
-        result.waiting += 1
+            group = frozenset(p.agent.pk for p in preferred)
+            position = 1 + sum(n for other, n in competitors.items() if other & group)
+            competitors[group] = competitors.get(group, 0) + 1
+            info[str(task.pk)] = {
+                "reason": f"waiting for a slot on {line.agent.slug}" if not dispatch else "waiting for a free slot",
+                "position": position,
+                "eta": (now + timedelta(seconds=start)).isoformat(),
+                "agent": line.agent.slug,
+            }
+            result.waiting += 1
     placement.save()
     publish_queue_info(info)
     return result
@@ -304,10 +418,30 @@ def queue_info(task_ids: list[str]) -> dict[str, dict[str, Any]]:
     return {tid: json.loads(v) for tid, v in zip(task_ids, values, strict=True) if v}
 
 
-def _claim(task: Task, agent: Agent, model: str) -> bool:
+def record_residency(agent: Agent, model: str, line: Timeline) -> None:
+    """After dispatching a cold load: the agent's expected memory, so the next pass
+    does not count the model it evicts as warm. Probes and completions correct it
+    from /api/ps."""
+    entries = {canonical(m.get("name") or m.get("model")): m for m in agent.models_loaded
+               if isinstance(m, dict) and (m.get("name") or m.get("model"))}
+    order = [name for name in resident_models(agent) if name in entries]
+    name = canonical(model)
+    if name not in order and len(order) >= max(agent.max_loaded_models, 1):
+        idle = [m for m in order if line.held.get(m, 0.0) <= 0.0]
+        order.remove(idle[0] if idle else order[0])
+    if name in order:
+        order.remove(name)
+    expires = (timezone.now() + timedelta(seconds=settings.HIVE_KEEP_ALIVE_SECONDS)).isoformat()
+    resident = [entries[m] for m in order] + [{"name": name, "model": name, "expires_at": expires}]
+    agent.models_loaded = resident
+    Agent.objects.filter(pk=agent.pk).update(models_loaded=resident)
+
+
+def _claim(task: Task, agent: Agent, model: str, *, cold: bool) -> bool:
     dispatch_id = uuid.uuid4()
-    metadata = {**task.metadata, "model": model}
-    with transaction.atomic():
+    # cold_load tells the executor whether to measure a load time from this run.
+    metadata = {**task.metadata, "model": model, "cold_load": cold}
+    with transaction.atomic(savepoint=False):
         claimed = Task.objects.filter(pk=task.pk, status=Task.Status.PENDING, cancel_requested=False).update(
             status=Task.Status.QUEUED, assigned_agent=agent, dispatch_id=dispatch_id,
             queued_at=timezone.now(), metadata=metadata,
@@ -332,6 +466,7 @@ def run_pass() -> PassResult | None:
         try:
             while client.getdel(DIRTY_KEY):
                 lock.reacquire()
+                client.delete(PASS_REQUESTED_KEY)
                 result = schedule_once()
                 total.placed.extend(result.placed)
                 total.waiting = result.waiting
@@ -341,7 +476,7 @@ def run_pass() -> PassResult | None:
         # A request that set the flag between our last check and the release found
         # the lock still taken; pick it up here.
         if not client.exists(DIRTY_KEY):
-            publish_cluster_status()
+            publish_cluster_status_soon()
             return total
 
 
@@ -350,3 +485,28 @@ def publish_cluster_status() -> None:
     from coordinator.status import cluster_status
 
     events.publish("cluster.status", "coordinator", cluster_status(), [events.CLUSTER_STATUS])
+
+
+STATUS_SOON_KEY = "hive:scheduler:status-soon"
+STATUS_SOON_DELAY = 0.25
+
+
+def publish_cluster_status_soon() -> None:
+    """A snapshot within STATUS_SOON_DELAY, one for all the changes in that window.
+
+    Task starts happen outside scheduling passes, many per second under load; one
+    process in the cluster takes the window (SET NX) and publishes when it ends, so
+    the snapshot includes every start that committed before it."""
+    if get_redis().set(STATUS_SOON_KEY, 1, nx=True, px=int(STATUS_SOON_DELAY * 1000)):
+        timer = threading.Timer(STATUS_SOON_DELAY, _publish_cluster_status_in_thread)
+        timer.daemon = True
+        timer.start()
+
+
+def _publish_cluster_status_in_thread() -> None:
+    try:
+        publish_cluster_status()
+    except Exception:  # a status snapshot is best effort; the next pass sends another
+        logger.exception("publishing the cluster status failed")
+    finally:
+        connection.close()

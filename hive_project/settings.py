@@ -181,6 +181,11 @@ HIVE_DEFAULT_TPS = env_float("HIVE_DEFAULT_TPS", 20.0, minimum=0.1)
 HIVE_DEFAULT_LOAD_SECONDS = env_float("HIVE_DEFAULT_LOAD_SECONDS", 5.0, minimum=0.0)
 # How long Ollama keeps a model loaded after Hive used it (its default keep-alive).
 HIVE_KEEP_ALIVE_SECONDS = env_int("HIVE_KEEP_ALIVE_SECONDS", 300, minimum=0)
+# Send up to this many tasks per agent beyond its slots when a slot is expected to
+# free within HIVE_QUEUE_AHEAD_SECONDS: they wait in Ollama's queue, so a finishing
+# task's slot starts the next one at once instead of after a scheduling round trip.
+HIVE_QUEUE_AHEAD = env_int("HIVE_QUEUE_AHEAD", 1, minimum=0)
+HIVE_QUEUE_AHEAD_SECONDS = env_float("HIVE_QUEUE_AHEAD_SECONDS", 1.0, minimum=0.0)
 HIVE_QUEUED_REDISPATCH_SECONDS = env_int("HIVE_QUEUED_REDISPATCH_SECONDS", 600, minimum=2)
 HIVE_SCHEDULER_INTERVAL = env_float("HIVE_SCHEDULER_INTERVAL", 5.0, minimum=0.5)
 HIVE_RECONCILE_INTERVAL = env_float("HIVE_RECONCILE_INTERVAL", 10.0, minimum=1.0)

@@ -126,3 +126,117 @@ def test_pending_tasks_get_a_queue_position_and_an_eta(dev_api):
     listed = {t["id"]: t for t in dev_api.get("/api/tasks").json()["results"]}
     assert listed[ids[2]]["queue_position"] == 3
     assert "only" in bodies[0]["waiting_reason"]
+
+
+# --- node memory: residency, eviction, and what a cold load costs ---------------------------------
+
+FAR = "2999-01-01T00:00:00Z"
+
+
+def resident(*names):
+    """/api/ps entries, least recently used first (Ollama's expiry follows last use)."""
+    return [{"name": n, "model": n, "expires_at": f"2999-01-01T00:00:{i:02d}Z"} for i, n in enumerate(names)]
+
+
+def memory_agent(slug, *, loaded, capacity, tps=50.0, slots=1, load_seconds=2.0):
+    return make_agent(slug=slug, name=slug, tokens_per_second=tps, max_concurrency=slots, load_seconds=load_seconds,
+                      max_loaded_models=capacity, models_loaded=resident(*loaded),
+                      models_available=[{"name": m} for m in ("a:latest", "b:latest", "c:latest")])
+
+
+def test_timeline_evicts_the_least_recently_used_idle_model():
+    line = scheduler.Timeline(agent=None, free_at=[0.0, 0.0], warm=["a:latest", "b:latest"], busy=0, capacity=2,
+                              held={"a:latest": 5.0})
+    # a is older but still in use until t=5: a load starting now evicts the idle b.
+    assert line.victim(0.0) == "b:latest"
+    # Starting after a drained, the least recently used goes.
+    assert line.victim(6.0) == "a:latest"
+    assert line.use("c", 0.0, 3.0) == "b:latest"
+    assert line.warm == ["a:latest", "c:latest"]
+    assert line.use("a:latest", 0.0, 4.0) is None and line.warm == ["c:latest", "a:latest"]
+
+
+def test_a_cold_dispatch_records_the_eviction_so_the_next_pass_does_not_count_the_model_warm():
+    node = memory_agent("n1", loaded=["a:latest"], capacity=1)
+    cold = make_task(model="b", options={"num_predict": 10})
+    scheduler.schedule_once("warm_first")
+    cold.refresh_from_db()
+    assert cold.assigned_agent == node and cold.metadata["cold_load"] is True
+    node.refresh_from_db()
+    assert [m["name"] for m in node.models_loaded] == ["b:latest"]
+    assert scheduler.resident_models(node) == ["b:latest"]
+
+
+def test_warm_dispatch_is_marked_warm():
+    memory_agent("n1", loaded=["a:latest"], capacity=1)
+    warm = make_task(model="a", options={"num_predict": 10})
+    scheduler.schedule_once("warm_first")
+    warm.refresh_from_db()
+    assert warm.metadata["cold_load"] is False
+
+
+def test_a_cold_load_does_not_evict_a_model_that_pending_work_needs_when_waiting_is_cheaper():
+    # n1 is free and holds only "a" (full); n2 is busy with a "b" task that ends in ~2 s.
+    # Four "a" tasks are pending too. Loading "b" on n1 would throw "a" out and cost those
+    # tasks a reload, so the "b" task waits for n2 instead.
+    n1 = memory_agent("n1", loaded=["a:latest"], capacity=1, load_seconds=2.0)
+    n2 = memory_agent("n2", loaded=["b:latest"], capacity=1, load_seconds=2.0)
+    make_task(status=Task.Status.RUNNING, assigned_agent=n2, started_at=timezone.now(), model="b",
+              options={"num_predict": 100}, metadata={"model": "b"})
+    b_task = make_task(model="b", priority=5, options={"num_predict": 50})
+    a_tasks = [make_task(model="a", priority=1, options={"num_predict": 50}) for _ in range(4)]
+    scheduler.schedule_once("warm_first")
+    b_task.refresh_from_db()
+    assert b_task.status == Task.Status.PENDING
+    assert scheduler.queue_info([str(b_task.pk)])[str(b_task.pk)]["agent"] == "n2"
+    placed = Task.objects.filter(pk__in=[t.pk for t in a_tasks], assigned_agent=n1)
+    assert placed.count() >= 1  # n1 keeps serving "a" warm
+    assert all(t.metadata["cold_load"] is False for t in placed)
+
+
+def test_without_pending_demand_the_same_cold_load_goes_ahead():
+    n1 = memory_agent("n1", loaded=["a:latest"], capacity=1, load_seconds=1.0)
+    n2 = memory_agent("n2", loaded=["b:latest"], capacity=1, load_seconds=1.0)
+    make_task(status=Task.Status.RUNNING, assigned_agent=n2, started_at=timezone.now(), model="b",
+              options={"num_predict": 100}, metadata={"model": "b"})
+    b_task = make_task(model="b", options={"num_predict": 50})
+    scheduler.schedule_once("warm_first")
+    b_task.refresh_from_db()
+    assert b_task.assigned_agent == n1
+
+
+def test_a_load_waits_for_the_model_in_use_to_drain():
+    # n1 holds "a" in use for ~2 s more and has a second slot free; loading "b" must wait
+    # for "a" to drain (Ollama's behaviour), which makes n2 (cold, slower, room in memory) better.
+    n1 = memory_agent("n1", loaded=["a:latest"], capacity=1, slots=2, tps=50, load_seconds=0.5)
+    memory_agent("n2", loaded=[], capacity=2, slots=1, tps=40, load_seconds=0.5)
+    make_task(status=Task.Status.RUNNING, assigned_agent=n1, started_at=timezone.now(), model="a",
+              options={"num_predict": 100}, metadata={"model": "a"})
+    line = next(x for x in scheduler.build_timelines([n1], scheduler.Estimator([n1]), timezone.now()))
+    assert line.victim(0.0) == "a:latest" and line.held["a:latest"] > 1.5
+    b_task = make_task(model="b", options={"num_predict": 20})
+    scheduler.schedule_once("warm_first")
+    b_task.refresh_from_db()
+    assert b_task.assigned_agent.slug == "n2"
+
+
+@pytest.mark.parametrize(
+    ("remaining_tokens", "ahead", "dispatched"),
+    [
+        (25, 1, 1),    # the slot frees in ~0.5 s: one task is sent ahead to wait in Ollama's queue
+        (250, 1, 0),   # ~5 s: too far ahead, the task stays with the scheduler
+        (25, 0, 0),    # queue-ahead off
+    ],
+)
+def test_queue_ahead_sends_one_task_to_wait_in_ollamas_queue(settings, remaining_tokens, ahead, dispatched):
+    settings.HIVE_QUEUE_AHEAD, settings.HIVE_QUEUE_AHEAD_SECONDS = ahead, 1.0
+    node = memory_agent("n1", loaded=["a:latest"], capacity=1, tps=50)
+    make_task(status=Task.Status.RUNNING, assigned_agent=node, started_at=timezone.now(), model="a",
+              options={"num_predict": remaining_tokens}, metadata={"model": "a"})
+    waiting = [make_task(model="a", options={"num_predict": 10}) for _ in range(3)]
+    scheduler.schedule_once("warm_first")
+    sent = Task.objects.filter(pk__in=[t.pk for t in waiting], status=Task.Status.QUEUED).count()
+    assert sent == dispatched
+    # A second pass does not send more than the limit.
+    scheduler.schedule_once("warm_first")
+    assert Task.objects.filter(pk__in=[t.pk for t in waiting], status=Task.Status.QUEUED).count() == dispatched

@@ -32,7 +32,7 @@ class AgentSerializer(serializers.ModelSerializer):
         model = Agent
         fields = [
             "id", "agent_id", "name", "endpoint", "model", "specialization", "capabilities", "hardware",
-            "performance_targets", "max_concurrency", "status", "health_status", "draining", "busy_slots",
+            "performance_targets", "max_concurrency", "max_loaded_models", "status", "health_status", "draining", "busy_slots",
             "models_available", "models_loaded", "tokens_per_second", "ollama_version", "last_seen",
             "last_probe_at", "last_error", "created_at", "updated_at",
         ]
