@@ -274,6 +274,19 @@ class NodeContext:
         if self.services.is_cancelled():
             raise ExecutionCancelled("execution cancelled")
 
+    def connected_nodes(self, connection_type: str) -> list[NodeSpec]:
+        """Enabled nodes attached to this node's ``connection_type`` inputs (ai_languageModel, ai_tool...)."""
+        raise NotImplementedError
+
+    def input_source(self, index: int = 0) -> dict[str, Any] | None:
+        """{"previousNode", "previousNodeOutput", "previousNodeRun"} of input ``index``."""
+        raise NotImplementedError
+
+    def error_item(self, error: BaseException | str, item_index: int) -> Item:
+        """n8n's continue-on-fail item for a failed input item."""
+        message = error.message if isinstance(error, NodeError) else str(error)
+        return {"json": {"error": message}, "pairedItem": {"item": item_index}}
+
 
 class Node:
     """Base class of node handlers. One instance serves every node of its type."""
@@ -305,6 +318,10 @@ class Node:
             if _lookup(node.parameters, path) is MISSING:
                 issues.append(ValidationIssue("required parameter is missing", node.name, path))
         return issues
+
+    def validate_workflow(self, node: NodeSpec, workflow: dict[str, Any]) -> list[ValidationIssue]:
+        """Checks that need the rest of the workflow (e.g. a chain's model sub-node). Default: none."""
+        return []
 
     def execute(self, ctx: NodeContext) -> Outputs | None:
         raise NotImplementedError
