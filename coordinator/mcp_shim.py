@@ -11,17 +11,23 @@ module must not import Django or any Hive module that does.
 Configuration (environment): ``HIVE_API_URL`` (default http://127.0.0.1:8000),
 ``HIVE_API_TOKEN`` (an API token, sent as ``Authorization: Bearer …``),
 ``HIVE_API_TIMEOUT`` (seconds per request, default 30), ``HIVE_API_CONNECT_TIMEOUT``
-(default 5), ``HIVE_MCP_LOG_LEVEL`` (default INFO). Logs go to stderr only; stdout
+(default 5), ``HIVE_MCP_WORKFLOW_TIMEOUT`` (seconds a workflow tool waits for its
+execution, default 300), ``HIVE_MCP_LOG_LEVEL`` (default INFO). Logs go to stderr only; stdout
 carries nothing but the protocol.
 
 Every API failure becomes an MCP tool error (``isError``) carrying the API's message
 and HTTP status; an unreachable Hive names the URL that was tried. Routes that a Hive
 may not have yet (workflows, performance metrics, alerts, ``/metrics``) answer
 "… not available on this Hive yet" until they exist, and work once they do.
+
+Besides its fixed tools, the server offers every active workflow as a tool
+``workflow_<slug>`` (the list is fetched again whenever a client lists the tools): a
+call starts an execution with the arguments as its input item and waits for its output.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import json
 import logging
@@ -40,7 +46,8 @@ import anyio
 import httpx
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Config", "HiveClient", "build_server", "main"]
@@ -58,6 +65,11 @@ TASK_REFRESH_INTERVAL = 2.5    # a full GET of the task at least this often whil
 HEARTBEAT_INTERVAL = 5.0       # a progress notification at least this often, even without news
 TRANSIENT_GRACE = 15.0         # seconds of failed polls a wait tolerates (Hive restarting, say)
 PREVIEW_CHARS = 300            # prompt/result length in task lists
+DEFAULT_WORKFLOW_TIMEOUT = 300.0
+WORKFLOW_TOOL_PREFIX = "workflow_"
+MAX_TOOL_NAME = 64
+WORKFLOW_PAGES = 20            # pages of 100 workflows read when listing tools
+EXECUTION_DONE = ("completed", "failed", "cancelled")
 
 TERMINAL = ("completed", "failed", "cancelled")
 ACTIVE = ("pending", "queued", "running")
@@ -99,6 +111,7 @@ class Config:
     token: str = ""
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    workflow_timeout: float = DEFAULT_WORKFLOW_TIMEOUT
 
     @classmethod
     def from_env(cls, url: str | None = None, token: str | None = None) -> Config:
@@ -110,6 +123,7 @@ class Config:
             token=(token if token is not None else os.environ.get("HIVE_API_TOKEN", "")).strip(),
             timeout=_env_seconds("HIVE_API_TIMEOUT", DEFAULT_TIMEOUT),
             connect_timeout=_env_seconds("HIVE_API_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+            workflow_timeout=_env_seconds("HIVE_MCP_WORKFLOW_TIMEOUT", DEFAULT_WORKFLOW_TIMEOUT),
         )
 
 
@@ -373,6 +387,180 @@ AgentId = Annotated[str, Field(description="Agent UUID or agent_id (e.g. 'acacia
 WorkflowId = Annotated[str, Field(description="Workflow id.")]
 
 
+# --- workflows as tools ---------------------------------------------------------------
+
+
+def workflow_tool_name(slug: str) -> str:
+    """``workflow_<slug>`` under MCP's name rules (``[A-Za-z0-9_-]``, at most 64 characters).
+
+    The same rule as Hive's ``workflows.mcp_bridge.tool_name``: a name that must be
+    shortened keeps a hash suffix, so two long slugs never collide.
+    """
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{WORKFLOW_TOOL_PREFIX}{slug}").strip("_") or "tool"
+    if len(name) > MAX_TOOL_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name[:MAX_TOOL_NAME - 9].rstrip('_-')}_{digest}"
+    return name
+
+
+ITEMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"items": {"type": "array", "items": {"type": "object"},
+                             "description": "Input items (each one becomes {\"json\": item})."}},
+    "additionalProperties": True,
+}
+
+
+@dataclass(frozen=True)
+class WorkflowTool:
+    """One active workflow offered as a tool."""
+
+    name: str
+    workflow_id: str
+    slug: str
+    title: str
+    description: str
+    input_schema: dict[str, Any]
+
+    @property
+    def takes_items(self) -> bool:
+        """Whether the schema is the generic {"items": [...]} one (no declared inputs)."""
+        props = self.input_schema.get("properties") or {}
+        return set(props) == {"items"} and (props["items"] or {}).get("type") == "array"
+
+    def input_of(self, arguments: dict[str, Any]) -> Any:
+        """The execution's input: the items list when given as such, else the arguments as one item."""
+        items = arguments.get("items")
+        if self.takes_items and isinstance(items, list) and set(arguments) == {"items"}:
+            return items
+        return arguments
+
+    def as_mcp(self) -> MCPTool:
+        return MCPTool(name=self.name, title=self.title, description=self.description, input_schema=self.input_schema,
+                       annotations=ToolAnnotations(title=self.title, read_only_hint=False, destructive_hint=False,
+                                                   open_world_hint=True))
+
+
+def _workflow_tool(workflow: dict[str, Any]) -> WorkflowTool | None:
+    slug, workflow_id = workflow.get("slug"), workflow.get("id")
+    if not slug or not workflow_id or workflow.get("active") is False:
+        return None
+    name = workflow_tool_name(str(slug))
+    specs = [t for t in workflow.get("mcp_tools") or [] if isinstance(t, dict)]
+    spec = next((t for t in specs if t.get("name") == name), None) or (specs[0] if len(specs) == 1 else None) or {}
+    schema = spec.get("inputSchema") if isinstance(spec.get("inputSchema"), dict) else ITEMS_SCHEMA
+    if schema.get("type") != "object":
+        schema = ITEMS_SCHEMA
+    title = str(workflow.get("name") or slug)
+    description = str(spec.get("description") or workflow.get("description") or f"Run the Hive workflow '{title}'.")
+    return WorkflowTool(name=name, workflow_id=str(workflow_id), slug=str(slug), title=title,
+                        description=description, input_schema=schema)
+
+
+async def fetch_workflow_tools(api: HiveClient) -> dict[str, WorkflowTool] | None:
+    """The active workflows as tools; None when this Hive has no workflows API (or it can't be read)."""
+    tools: dict[str, WorkflowTool] = {}
+    for page in range(1, WORKFLOW_PAGES + 1):
+        try:
+            data = await api.call("GET", "/api/workflows", params={"active": "true", "page": page, "page_size": 100})
+        except HiveAPIError as exc:
+            if exc.status == 404 and page > 1:
+                break  # past the last page
+            raise
+        results = data if isinstance(data, list) else data.get("results", []) if isinstance(data, dict) else []
+        for workflow in results:
+            if isinstance(workflow, dict) and (tool := _workflow_tool(workflow)) is not None:
+                tools.setdefault(tool.name, tool)
+        if not isinstance(data, dict) or not data.get("next"):
+            break
+    return tools
+
+
+async def run_workflow_tool(api: HiveClient, tool: WorkflowTool, arguments: dict[str, Any], timeout: float,
+                            ctx: Context | None = None) -> dict[str, Any]:
+    """Execute the workflow with the arguments as input and wait for the execution to finish."""
+    started = time.monotonic()
+    execution = await api.call("POST", f"/api/workflows/{_seg(tool.workflow_id)}/execute",
+                               json_body={"input": tool.input_of(arguments), "mode": "mcp"})
+    execution_id = str(execution.get("id", ""))
+    if not execution_id:
+        raise HiveError(f"Hive did not answer with an execution for workflow '{tool.slug}'")
+    path = f"/api/executions/{_seg(execution_id)}"
+    interval, failing_since, last_status = 0.1, None, None
+    while str(execution.get("status")) not in EXECUTION_DONE:
+        if time.monotonic() - started >= timeout:
+            raise HiveError(f"workflow '{tool.slug}' did not finish within {timeout:g}s; execution {execution_id} is "
+                            f"still {execution.get('status')} (follow it with get_execution; "
+                            "HIVE_MCP_WORKFLOW_TIMEOUT sets the wait)")
+        await anyio.sleep(min(interval, max(timeout - (time.monotonic() - started), 0.01)))
+        interval = min(interval * 1.5, POLL_INTERVAL * 2)
+        try:
+            execution = await api.call("GET", path)
+            failing_since = None
+        except (HiveUnreachable, HiveAPIError) as exc:
+            transient = isinstance(exc, HiveUnreachable) or exc.status == 429 or exc.status >= 500
+            failing_since = failing_since or time.monotonic()
+            if not transient or time.monotonic() - failing_since > TRANSIENT_GRACE:
+                raise
+            logger.warning("workflow %s execution %s: %s; retrying", tool.slug, execution_id, exc)
+        status = str(execution.get("status"))
+        if ctx is not None and status != last_status:
+            await ctx.report_progress(round(time.monotonic() - started, 2), timeout, f"execution {status}")
+            last_status = status
+    status = str(execution["status"])
+    if status == "failed":
+        where = f" at node '{execution['error_node']}'" if execution.get("error_node") else ""
+        raise HiveError(f"workflow '{tool.slug}' failed{where}: {execution.get('error_message') or 'no error given'} "
+                        f"(execution {execution_id})")
+    if status == "cancelled":
+        raise HiveError(f"workflow '{tool.slug}' was cancelled (execution {execution_id})")
+    output = execution.get("output_data") or []
+    items = [item.get("json", item) if isinstance(item, dict) else item for item in output]
+    return {"workflow": tool.slug, "execution_id": execution_id, "status": status, "count": len(items),
+            "output": items}
+
+
+class HiveMCPServer(MCPServer):
+    """The MCP server, plus one tool per active workflow (re-read whenever tools are listed)."""
+
+    def __init__(self, *args: Any, api: HiveClient, config: Config, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._api = api
+        self._config = config
+        self._workflow_tools: dict[str, WorkflowTool] = {}
+
+    async def refresh_workflow_tools(self) -> dict[str, WorkflowTool]:
+        try:
+            fresh = await fetch_workflow_tools(self._api)
+        except HiveAPIError as exc:
+            if exc.status == 404:  # no workflows on this Hive (yet)
+                self._workflow_tools = {}
+            else:
+                logger.warning("workflow tools not refreshed: %s", exc)
+            return self._workflow_tools
+        except HiveError as exc:
+            logger.warning("workflow tools not refreshed: %s", exc)
+            return self._workflow_tools
+        static = {t.name for t in self._tool_manager.list_tools()}
+        self._workflow_tools = {name: tool for name, tool in (fresh or {}).items() if name not in static}
+        return self._workflow_tools
+
+    async def list_tools(self) -> list[MCPTool]:
+        tools = await super().list_tools()
+        await self.refresh_workflow_tools()
+        return tools + [t.as_mcp() for t in self._workflow_tools.values()]
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Context[Any, Any] | None = None) -> Any:
+        tool = self._workflow_tools.get(name)
+        if tool is None and name.startswith(WORKFLOW_TOOL_PREFIX) and self._tool_manager.get_tool(name) is None:
+            tool = (await self.refresh_workflow_tools()).get(name)  # created since the client listed the tools
+        if tool is None:
+            return await super().call_tool(name, arguments, context)
+        result = await run_workflow_tool(self._api, tool, dict(arguments or {}), self._config.workflow_timeout, context)
+        return CallToolResult(content=[TextContent(type="text", text=_json(result))], structured_content=result)
+
+
 def build_server(config: Config, client: HiveClient | None = None) -> MCPServer:
     api = client or HiveClient(config)
 
@@ -384,8 +572,8 @@ def build_server(config: Config, client: HiveClient | None = None) -> MCPServer:
         finally:
             await api.aclose()
 
-    mcp: MCPServer = MCPServer("hive", title="Hive", instructions=INSTRUCTIONS, version=_version(),
-                               lifespan=lifespan, website_url=config.url)
+    mcp: HiveMCPServer = HiveMCPServer("hive", api=api, config=config, title="Hive", instructions=INSTRUCTIONS,
+                                       version=_version(), lifespan=lifespan, website_url=config.url)
 
     def tool(title: str, annotations: ToolAnnotations) -> Callable[[_F], _F]:
         """Register a tool; its docstring, on one line, is the description."""

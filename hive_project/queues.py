@@ -5,9 +5,12 @@ HIGH = "hive.high"
 MEDIUM = "hive.medium"
 LOW = "hive.low"
 CONTROL = "hive.control"
+# Workflow executions wait on LLM tasks for minutes; sharing the control queue would
+# block the scheduling passes that place those very tasks.
+WORKFLOWS = "hive.workflows"
 
 EXECUTION_QUEUES = (HIGH, MEDIUM, LOW)
-ALL_QUEUES = (HIGH, MEDIUM, LOW, CONTROL)
+ALL_QUEUES = (HIGH, MEDIUM, LOW, CONTROL, WORKFLOWS)
 
 
 def queue_for_priority(priority: int) -> str:

@@ -13,6 +13,8 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from hive_project import queues
 
+MCP_CHECK_INTERVAL = 300.0
+
 
 @dataclass(frozen=True)
 class Job:
@@ -29,6 +31,11 @@ def jobs() -> list[Job]:
         Job("hive: agent health sweep", "hive.health_sweep", settings.HIVE_HEALTH_INTERVAL),
         Job("hive: retention cleanup", "hive.cleanup", settings.HIVE_CLEANUP_INTERVAL),
         Job("hive: alert evaluation", "hive.evaluate_alerts", settings.HIVE_ALERT_INTERVAL),
+        # Executions whose worker died are failed; pending ones whose message was lost are re-sent.
+        Job("hive: workflow reconciler", "hive.reconcile_workflows", settings.HIVE_RECONCILE_INTERVAL),
+        Job("hive: execution retention cleanup", "hive.cleanup_executions", settings.HIVE_CLEANUP_INTERVAL),
+        # Talks to MCP servers (slow ones time out): kept off the control queue.
+        Job("hive: MCP server check", "hive.check_mcp_servers", MCP_CHECK_INTERVAL, queues.WORKFLOWS),
     ]
 
 

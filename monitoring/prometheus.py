@@ -22,6 +22,12 @@ API_REQUEST_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 API_ERRORS = Counter("hive_api_errors_total", "HTTP responses with status >= 400", ["method", "route", "status"])
+# Incremented by whichever process finishes an execution (worker, reconciler, a cancel
+# in the web process); summed across processes by the multiprocess collector.
+WORKFLOW_EXECUTIONS = Counter("hive_workflow_executions_total", "Workflow executions finished, by final status",
+                              ["status"])
+for _status in ("completed", "failed", "cancelled"):
+    WORKFLOW_EXECUTIONS.labels(status=_status)
 WEBSOCKET_CONNECTIONS = Gauge("hive_websocket_connections_active", "Open WebSocket connections",
                               multiprocess_mode="livesum")
 

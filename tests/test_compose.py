@@ -30,7 +30,8 @@ DOCKERIGNORE = COMPOSE_DIR / "Dockerfile.dockerignore"
 ENTRYPOINT = COMPOSE_DIR / "entrypoint.sh"
 SETTINGS = ROOT / "hive_project" / "settings.py"
 
-HIVE_SERVICES = ("web", "worker-high", "worker-medium", "worker-low", "worker-control", "beat", "flower")
+HIVE_SERVICES = ("web", "worker-high", "worker-medium", "worker-low", "worker-control", "worker-workflows", "beat",
+                 "flower")
 MONITORING_SERVICES = ("prometheus", "grafana")
 PROMETHEUS_CONFIG = COMPOSE_DIR / "prometheus" / "prometheus.yml"
 WORKER_QUEUES = {
@@ -38,6 +39,7 @@ WORKER_QUEUES = {
     "worker-medium": queues.MEDIUM,
     "worker-low": queues.LOW,
     "worker-control": queues.CONTROL,
+    "worker-workflows": queues.WORKFLOWS,
 }
 # ${NAME}, ${NAME:-default}, ${NAME:?message}; "$$" is compose's escaped dollar.
 VARIABLE_REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?+][^}]*)?\}")
@@ -156,6 +158,17 @@ def test_execution_workers_share_the_concurrency_knob(services: dict[str, dict[s
     assert option(command_of(services["worker-control"]), "--concurrency", "-c") == "2"
 
 
+def test_workflow_executions_have_their_own_worker(services: dict[str, dict[str, Any]]) -> None:
+    """A workflow waits on LLM tasks; on the control queue it would block the passes that place them."""
+    argv = command_of(services["worker-workflows"])
+    assert option(argv, "-Q", "--queues") == queues.WORKFLOWS != queues.CONTROL
+    assert option(argv, "--concurrency", "-c") == "${HIVE_WORKFLOW_WORKER_CONCURRENCY:-4}"
+    assert option(argv, "-O") == "fair"
+    for name, service in services.items():
+        if name != "worker-workflows" and service.get("command") and "worker" in command_of(service):
+            assert queues.WORKFLOWS not in (option(command_of(service), "-Q", "--queues") or "").split(","), name
+
+
 def test_beat_uses_the_database_scheduler(services: dict[str, dict[str, Any]]) -> None:
     argv = command_of(services["beat"])
     assert argv[:4] == ["celery", "-A", "hive_project", "beat"]
@@ -175,7 +188,7 @@ def test_processes_start_in_order(services: dict[str, dict[str, Any]]) -> None:
         return {dep for dep, spec in depends.items() if spec.get("condition") == "service_healthy"}
 
     assert healthy_dependencies("web") >= {"postgres", "redis"}
-    for name in ("worker-high", "worker-medium", "worker-low", "worker-control", "beat"):
+    for name in ("worker-high", "worker-medium", "worker-low", "worker-control", "worker-workflows", "beat"):
         assert healthy_dependencies(name) >= {"postgres", "redis", "web"}, name
     for name in ("postgres", "redis"):
         assert "healthcheck" in services[name], name

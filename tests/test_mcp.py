@@ -221,6 +221,11 @@ async def _drive_everything(url: str, admin_token: str, node: str) -> None:
         execution = await available_or_missing(client, "execute_workflow", "workflows", workflow_id=workflow_id,
                                                input={"x": 1})
         await available_or_missing(client, "list_executions", "workflows", workflow_id=workflow_id)
+        if created:  # the workflow is a tool too: listed, executed, waited for
+            workflow_tool = f"workflow_{created['slug']}"
+            assert workflow_tool in {t.name for t in (await client.list_tools()).tools}
+            ran = await ok(client, workflow_tool, items=[{"x": 2}, {"x": 3}])
+            assert ran["status"] == "completed" and ran["output"] == [{"x": 2}, {"x": 3}], ran
         await available_or_missing(client, "get_execution", "workflows",
                                    execution_id=str(execution["id"]) if execution else "1")
         performance = await available_or_missing(client, "performance_metrics", "performance metrics", window="1h")
@@ -419,3 +424,143 @@ def test_the_mcp_inspector_cli_lists_the_tools_and_calls_one(web: str, actors: A
     assert not result.get("isError"), result
     assert result["structuredContent"]["agents"]["total"] == 0
     assert "pending_by_priority" in result["structuredContent"]["queue"]
+
+
+# --- workflows as tools (against an in-process fake of Hive's workflows API) ----------------------
+
+
+class _FakeHive:
+    """Just the routes the workflow tools use: list workflows, execute one, poll its execution."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.workflows: list[dict[str, Any]] = []
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.polls: dict[str, int] = {}
+        self.lists = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, status: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path, _, query = self.path.partition("?")
+                if path == "/api/workflows":
+                    fake.lists += 1
+                    assert "active=true" in query
+                    return self._answer(200, {"count": len(fake.workflows), "next": None, "previous": None,
+                                              "results": fake.workflows})
+                if path.startswith("/api/executions/"):
+                    execution_id = path.rsplit("/", 1)[1]
+                    fake.polls[execution_id] = fake.polls.get(execution_id, 0) + 1
+                    return self._answer(200, fake.finish(execution_id))
+                return self._answer(404, {"error": f"No API route for GET {path}"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                parts = self.path.strip("/").split("/")
+                if len(parts) == 4 and parts[:2] == ["api", "workflows"] and parts[3] == "execute":
+                    execution_id = f"ex-{len(fake.executions) + 1}"
+                    fake.executions[execution_id] = {"id": execution_id, "workflow": parts[2], "status": "running",
+                                                     "input": body.get("input"), "mode": "manual"}
+                    return self._answer(202, {k: v for k, v in fake.executions[execution_id].items() if k != "input"})
+                return self._answer(404, {"error": f"No API route for POST {self.path}"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def finish(self, execution_id: str) -> dict[str, Any]:
+        """Executions finish on their second poll, as the workflow's input dictates."""
+        execution = self.executions[execution_id]
+        if self.polls[execution_id] < 2:
+            return {k: v for k, v in execution.items() if k != "input"}
+        data = execution["input"]
+        items = data if isinstance(data, list) else [data]
+        if any(isinstance(i, dict) and i.get("explode") for i in items):
+            execution.update(status="failed", error_message="Boom from the Code node", error_node="Code",
+                             output_data=None)
+        else:
+            execution.update(status="completed", error_message="", error_node="",
+                             output_data=[{"json": {**i, "seen": True}} for i in items])
+        return {k: v for k, v in execution.items() if k != "input"}
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _wf(slug: str, *, active: bool = True, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = {"name": f"workflow_{slug}", "description": f"Runs {slug}.",
+            "inputSchema": schema or {"type": "object", "properties": {"items": {"type": "array",
+                                                                                  "items": {"type": "object"}}},
+                                      "additionalProperties": True}}
+    return {"id": f"id-{slug}", "name": slug.title(), "slug": slug, "active": active, "mcp_tools": [spec]}
+
+
+def test_active_workflows_are_tools_that_execute_and_wait() -> None:
+    fake = _FakeHive()
+    fake.workflows = [_wf("greet", schema={"type": "object", "properties": {"name": {"type": "string"}},
+                                           "additionalProperties": False}),
+                      _wf("batch"), _wf("dormant", active=False)]
+
+    async def drive() -> None:
+        async with session(fake.url, "hive_token") as client:
+            listed = {t.name: t for t in (await client.list_tools()).tools}
+            assert set(listed) == TOOLS | {"workflow_greet", "workflow_batch"}
+            greet = listed["workflow_greet"]
+            assert greet.description == "Runs greet." and greet.input_schema["properties"] == {"name": {"type": "string"}}
+            assert greet.annotations is not None and greet.annotations.read_only_hint is False
+
+            result = await ok(client, "workflow_greet", name="Ada")
+            assert result["status"] == "completed" and result["workflow"] == "greet"
+            assert result["output"] == [{"name": "Ada", "seen": True}] and result["count"] == 1
+            assert fake.executions[result["execution_id"]]["input"] == {"name": "Ada"}
+            assert fake.executions[result["execution_id"]]["workflow"] == "id-greet"
+
+            result = await ok(client, "workflow_batch", items=[{"n": 1}, {"n": 2}])
+            assert result["output"] == [{"n": 1, "seen": True}, {"n": 2, "seen": True}]
+            assert fake.executions[result["execution_id"]]["input"] == [{"n": 1}, {"n": 2}]
+
+            message = await error(client, "workflow_batch", items=[{"explode": True}])
+            assert "workflow 'batch' failed at node 'Code': Boom from the Code node" in message
+
+            # a workflow created after the listing is found on first call; one deactivated disappears on the next list
+            fake.workflows = [_wf("greet"), _wf("fresh")]
+            assert (await ok(client, "workflow_fresh", items=[{"x": 1}]))["output"] == [{"x": 1, "seen": True}]
+            assert {t.name for t in (await client.list_tools()).tools} == TOOLS | {"workflow_greet", "workflow_fresh"}
+            assert "Unknown tool" in await error(client, "workflow_batch", items=[])
+            # the fixed tools are untouched
+            assert "Hive API error 404" in await error(client, "get_task", task_id="x")
+
+    try:
+        run(drive)
+    finally:
+        fake.stop()
+    assert fake.lists >= 3
+
+
+def test_workflow_tool_names_and_inputs() -> None:
+    from coordinator.mcp_shim import WorkflowTool, _workflow_tool, workflow_tool_name
+
+    assert workflow_tool_name("daily-report") == "workflow_daily-report"
+    long = workflow_tool_name("x" * 80)
+    assert len(long) == 64 and long != workflow_tool_name("x" * 79 + "y")
+    tool = _workflow_tool({"id": "1", "slug": "s", "name": "S", "mcp_tools": []})
+    assert isinstance(tool, WorkflowTool) and tool.takes_items
+    assert tool.input_of({"items": [{"a": 1}]}) == [{"a": 1}]
+    assert tool.input_of({"a": 1}) == {"a": 1}
+    assert _workflow_tool({"id": "1", "slug": "s", "active": False}) is None

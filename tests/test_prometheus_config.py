@@ -384,8 +384,6 @@ def test_the_dashboard_is_well_formed_and_uses_the_provisioned_datasource(dashbo
 def test_every_seed_metric_is_exported(exported: Exported) -> None:
     names = set(exported.series) | exported.histograms
     missing = [name for name in SEED_METRICS if name not in names]
-    if missing == ["hive_workflow_executions_total"]:
-        pytest.xfail("monitoring/prometheus.py does not export hive_workflow_executions_total yet")
     assert missing == []
 
 

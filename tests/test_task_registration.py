@@ -9,13 +9,14 @@ from hive_project.celery import app
 def test_the_registered_task_names_are_pinned():
     app.loader.import_default_modules()
     hive = sorted(name for name in app.tasks if name.startswith("hive."))
-    assert hive == ["hive.cleanup", "hive.evaluate_alerts", "hive.execute_task", "hive.health_sweep", "hive.probe_agent",
-                    "hive.reconcile",
-                    "hive.run_scheduling_pass"]
+    assert hive == ["hive.check_mcp_servers", "hive.cleanup", "hive.cleanup_executions", "hive.evaluate_alerts",
+                    "hive.execute_task", "hive.fire_workflow_schedule", "hive.health_sweep", "hive.probe_agent",
+                    "hive.reconcile", "hive.reconcile_workflows", "hive.run_scheduling_pass",
+                    "hive.run_workflow_execution"]
 
 
 def test_the_queues_are_pinned():
-    assert queues.ALL_QUEUES == ("hive.high", "hive.medium", "hive.low", "hive.control")
+    assert queues.ALL_QUEUES == ("hive.high", "hive.medium", "hive.low", "hive.control", "hive.workflows")
     assert [queues.queue_for_priority(p) for p in (5, 4, 3, 2, 1)] == [
         "hive.high", "hive.high", "hive.medium", "hive.low", "hive.low"]
     assert {q.name for q in app.conf.task_queues} == set(queues.ALL_QUEUES)

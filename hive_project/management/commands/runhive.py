@@ -1,8 +1,10 @@
 """`make run`: Hive's embedded default as supervised child processes.
 
 Start order (and, reversed, stop order): the embedded Redis, the simulated Ollama
-nodes (only when no Ollama answers on localhost:11434), one Celery worker per queue,
-beat, Flower, and the ASGI web server. Each child writes to ``VAR_DIR/logs/<name>.log``;
+nodes (only when no Ollama answers on localhost:11434), one Celery worker per queue
+(the three execution priorities, control, and hive.workflows for workflow
+executions), beat, Flower, and the ASGI web server. Each child writes to
+``VAR_DIR/logs/<name>.log``;
 Ctrl-C stops them all (a second Ctrl-C kills them at once).
 """
 from __future__ import annotations
@@ -169,6 +171,8 @@ def build_children(config: RunConfig) -> list[ChildSpec]:
     slots = config.worker_concurrency or cluster_slots()
     for queue in queues.ALL_QUEUES:
         node = queue.replace(".", "-")
+        # Execution workers hold one slot per running task; workflow workers mostly wait
+        # on those tasks, so as many executions as slots may run side by side.
         concurrency = 1 if queue == queues.CONTROL else slots
         children.append(ChildSpec(
             name=f"worker-{node}",
@@ -244,7 +248,8 @@ def _port_problem(host: str, port: int) -> str | None:
 class Command(BaseCommand):
     help = (
         "Start Hive's embedded default: embedded Redis, simulated Ollama nodes when no "
-        "Ollama answers on localhost:11434, Celery workers for every queue, beat, Flower "
+        "Ollama answers on localhost:11434, Celery workers for every queue (workflow executions "
+        "included), beat, Flower "
         "and the web server, as supervised child processes. Ctrl-C stops them all."
     )
     # "user / password" of an admin created (or re-passworded) by this start, until shown.
