@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                      "baseline_seconds": args.baseline_seconds, "rates": args.rates, "step_seconds": args.step_seconds,
                      "threshold_ms": args.threshold_ms, "client_compression": args.compression or "none",
                      "web": "1 uvicorn process (hive_project.asgi:application)",
-                     "channel_capacity": os.environ.get("HIVE_CHANNEL_CAPACITY", "1000 (default)"),
+                     "channel_layer": "channels_redis.pubsub.RedisPubSubChannelLayer",
                      "clients": "websockets, one asyncio loop in the bench process; publisher thread in the same process",
                      **described},
         "machine": {"cores": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],

@@ -132,10 +132,14 @@ CACHES = {
         "KEY_PREFIX": "hive",
     }
 }
+# Redis pub/sub: a group_send is one PUBLISH, and each web process receives it once
+# and hands it to its local subscribers in memory, instead of one Redis list push and
+# pop per subscriber. Delivery is at most once either way; events carry a sequence
+# number and gaps are refilled from the topic's log (coordinator/events.py).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "hive:asgi", "capacity": env_int("HIVE_CHANNEL_CAPACITY", 1000, minimum=10)},
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "hive:asgi"},
     }
 }
 

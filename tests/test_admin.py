@@ -238,7 +238,7 @@ def test_retry_action_puts_failed_work_back_and_skips_the_rest(staff: Client) ->
 def _agent_form(**fields: str) -> dict[str, str]:
     data = {
         "slug": "garage", "name": "Garage box", "endpoint": "", "model": "llama3.2:3b", "specialization": "",
-        "max_concurrency": "2", "capabilities": '[{"name": "general", "proficiency": 0.5}]',
+        "max_concurrency": "2", "max_loaded_models": "3", "capabilities": '[{"name": "general", "proficiency": 0.5}]',
         "hardware": "{}", "performance_targets": "{}",
         "health_checks-TOTAL_FORMS": "0", "health_checks-INITIAL_FORMS": "0",
         "health_checks-MIN_NUM_FORMS": "0", "health_checks-MAX_NUM_FORMS": "0",
