@@ -218,6 +218,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = HIVE_MAX_BODY_BYTES
 HIVE_EVENT_RETENTION = env_int("HIVE_EVENT_RETENTION", 1000, minimum=10)
 HIVE_EVENT_RETENTION_SECONDS = env_int("HIVE_EVENT_RETENTION_SECONDS", 86400, minimum=60)
 HIVE_PROGRESS_INTERVAL = env_float("HIVE_PROGRESS_INTERVAL", 0.1, minimum=0.01)
+# cluster.status snapshots: at most one per this many seconds, covering every change in it.
+HIVE_STATUS_INTERVAL = env_float("HIVE_STATUS_INTERVAL", 0.25, minimum=0.0)
 
 # --- Workflows ------------------------------------------------------------
 HIVE_WORKFLOW_TIMEZONE = env_str("HIVE_WORKFLOW_TIMEZONE", "America/New_York")

@@ -20,6 +20,8 @@ os.environ.setdefault("HIVE_OLLAMA_CONNECT_TIMEOUT", "1")
 os.environ.setdefault("HIVE_RECONCILE_INTERVAL", "2")
 os.environ.setdefault("HIVE_SCHEDULER_INTERVAL", "2")
 os.environ.setdefault("HIVE_QUEUED_REDISPATCH_SECONDS", "5")
+# Status snapshots at once, not from a timer thread that could outlive a test's database.
+os.environ.setdefault("HIVE_STATUS_INTERVAL", "0")
 
 from hive_project.settings import *  # noqa: E402,F403
 from hive_project.settings import HIVE_THROTTLE_RATES  # noqa: E402
