@@ -16,12 +16,14 @@ import pytest
 from py_mini_racer import MiniRacer
 
 from workflows.engine.contract import MISSING, EngineServices, EngineSettings, NodeContext, NodeError, NodeSpec, lookup
+from workflows.engine.jsvalues import (
+    js_number_to_string,
+)
 from workflows.nodes import compare_datasets, item_lists, transform
 from workflows.nodes.transform import (
     flatten_keys,
     is_equal,
     js_less_than,
-    js_number_to_string,
     js_string,
     lodash_get,
     lodash_lt,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.engine.contract import Items, Node, NodeContext, NodeError, NodeSpec, Outputs, ValidationIssue, register
+from workflows.engine.jsvalues import js_typeof
 
 _ITEM_KEYS = {"json", "binary", "pairedItem", "error", "metadata", "index"}
 _LANGUAGES = {"javaScript", "python", "pythonNative"}
@@ -19,18 +20,6 @@ _MODES = {"runOnceForAllItems", "runOnceForEachItem"}
 
 def _is_object(value: Any) -> bool:
     return isinstance(value, dict)
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "object"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "object"
 
 
 def normalize_items(result: Any) -> Items:
@@ -98,7 +87,7 @@ def validate_each_item(result: Any, index: int) -> dict[str, Any]:
                         description=f"Please return an object representing the output item. ('{shown}' was returned instead.)",
                         item_index=index)
     if isinstance(result, list):
-        first = f"An array of {_type_name(result[0])}s was returned." if result else "An empty array was returned."
+        first = f"An array of {js_typeof(result[0])}s was returned." if result else "An empty array was returned."
         raise NodeError("Code doesn't return a single object",
                         description=f"{first} If you need to output multiple items, please use the 'Run Once for All Items' mode instead.",
                         item_index=index)

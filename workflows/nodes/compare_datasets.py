@@ -14,6 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from workflows.engine.contract import Item, Items, Node, NodeContext, NodeError, NodeSpec, Outputs, ValidationIssue, register
+from workflows.engine.jsvalues import (
+    js_number_to_string,
+)
 from workflows.nodes.transform import (
     UNDEFINED,
     as_bool,
@@ -21,7 +24,6 @@ from workflows.nodes.transform import (
     is_equal,
     is_number,
     js_keys,
-    js_number_to_string,
     js_typeof,
     lodash_get,
     lodash_set,

@@ -26,23 +26,11 @@ from workflows.engine.contract import (
     ValidationIssue,
     register,
 )
+from workflows.engine.jsvalues import UNDEFINED, js_string, js_typeof, json_stringify, lodash_get, lodash_has, lodash_set, lodash_unset
 
 NAN = float("nan")
 
 # --------------------------------------------------------------------------- JavaScript value semantics
-
-
-def js_typeof(value: Any) -> str:
-    """``typeof`` as JavaScript reports it for JSON values (None is treated as null)."""
-    if value is None or isinstance(value, (dict, list)):
-        return "object"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "object"
 
 
 def is_nan(value: Any) -> bool:
@@ -93,48 +81,6 @@ def js_number(value: Any) -> float | int:
             return js_number(js_string(value[0]))
         return NAN
     return NAN
-
-
-def _js_float_str(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    if value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    text = repr(value)
-    if "e" in text:
-        mantissa, exponent = text.split("e")
-        exp = int(exponent)
-        if -7 < exp < 21:
-            return format(value, "f").rstrip("0").rstrip(".")
-        mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
-        return f"{mantissa}e{'+' if exp > 0 else '-'}{abs(exp)}"
-    return text
-
-
-def js_string(value: Any) -> str:
-    """JavaScript ``String(value)`` for JSON values."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _js_float_str(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return ",".join("" if v is None else js_string(v) for v in value)
-    if isinstance(value, dict):
-        return "[object Object]"
-    return str(value)
-
-
-def json_stringify(value: Any) -> str:
-    """``JSON.stringify`` (compact, unicode kept)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def js_truthy(value: Any) -> bool:
@@ -281,99 +227,22 @@ def js_replacement(replacement: str) -> Any:
 
 # --------------------------------------------------------------------------- lodash-style paths
 
-_PATH_TOKEN = re.compile(r"[^.[\]]+|\[(?:(-?\d+(?:\.\d+)?)|([\"'])((?:(?!\2)[^\\]|\\.)*?)\2)\]|(?=(?:\.|\[\])(?:\.|\[\]|$))")
-
-
-def to_path(path: str) -> list[str]:
-    """lodash ``_.toPath``: ``a.b[0]["c"]`` -> ``['a', 'b', '0', 'c']``."""
-    result: list[str] = []
-    if path.startswith("."):
-        result.append("")
-    for match in _PATH_TOKEN.finditer(path):
-        number, quote, quoted = match.group(1), match.group(2), match.group(3)
-        if quote:
-            result.append(re.sub(r"\\(.)", r"\1", quoted))
-        elif number is not None:
-            result.append(number)
-        else:
-            result.append(match.group(0))
-    return result
-
-
-def _path_of(obj: Any, path: str | list[str]) -> list[str]:
-    if isinstance(path, list):
-        return path
-    if isinstance(obj, dict) and path in obj:
-        return [path]
-    if not re.search(r"[.[\]]", path):
-        return [path]
-    return to_path(path)
-
-
-def _index(key: str) -> int | None:
-    return int(key) if re.fullmatch(r"\d+", key) else None
-
-
 def path_get(obj: Any, path: str | list[str], default: Any = MISSING) -> Any:
-    """lodash ``_.get`` (MISSING when absent and no default)."""
-    current = obj
-    for key in _path_of(obj, path):
-        if isinstance(current, dict) and key in current:
-            current = current[key]
-        elif isinstance(current, list) and (idx := _index(key)) is not None and idx < len(current):
-            current = current[idx]
-        elif isinstance(current, (str, list)) and key == "length":
-            current = len(current)
-        else:
-            return default
-    return current
+    """lodash ``_.get`` (``default``, MISSING unless given, when absent)."""
+    value = lodash_get(obj, path)
+    return default if value is UNDEFINED else value
 
 
 def path_set(obj: dict[str, Any], path: str | list[str], value: Any) -> None:
     """lodash ``_.set``: creates objects, or arrays when the next key is an index."""
-    keys = _path_of(obj, path)
-    current: Any = obj
-    for pos, key in enumerate(keys):
-        last = pos == len(keys) - 1
-        if isinstance(current, list):
-            idx = _index(key)
-            if idx is None:
-                return  # JS would set a property on the array; JSON cannot keep it
-            while len(current) <= idx:
-                current.append(None)
-            if last:
-                current[idx] = value
-                return
-            nxt = current[idx]
-            if not isinstance(nxt, (dict, list)):
-                nxt = [] if _index(keys[pos + 1]) is not None else {}
-                current[idx] = nxt
-            current = nxt
-        elif isinstance(current, dict):
-            if last:
-                current[key] = value
-                return
-            nxt = current.get(key)
-            if not isinstance(nxt, (dict, list)):
-                nxt = [] if _index(keys[pos + 1]) is not None else {}
-                current[key] = nxt
-            current = nxt
-        else:
-            return
+    lodash_set(obj, path, value)
 
 
 def path_unset(obj: Any, path: str | list[str]) -> bool:
-    """lodash ``_.unset``."""
-    keys = _path_of(obj, path)
-    parent = path_get(obj, keys[:-1]) if len(keys) > 1 else obj
-    key = keys[-1]
-    if isinstance(parent, dict) and key in parent:
-        del parent[key]
-        return True
-    if isinstance(parent, list) and (idx := _index(key)) is not None and idx < len(parent):
-        parent[idx] = None
-        return True
-    return False
+    """lodash ``_.unset``: whether the path existed."""
+    existed = lodash_has(obj, path)
+    lodash_unset(obj, path)
+    return existed
 
 
 # --------------------------------------------------------------------------- dates (JS Date / Luxon parsing)
@@ -1290,6 +1159,6 @@ class SwitchNode(Node):
 
 __all__ = [
     "IfNode", "FilterNode", "SwitchNode", "execute_filter", "execute_filter_condition", "js_number", "js_string",
-    "js_strict_equal", "js_truthy", "json_stringify", "path_get", "path_set", "path_unset", "to_path",
+    "js_strict_equal", "js_truthy", "json_stringify", "path_get", "path_set", "path_unset",
     "validate_field_type", "parse_regex_pattern", "js_regex", "js_replacement", "get_zone", "workflow_timezone",
 ]

@@ -20,6 +20,7 @@ from workflows.engine.contract import (
     ValidationIssue,
     register,
 )
+from workflows.engine.jsvalues import json_object_param
 
 LM_CHAT_OLLAMA = "@n8n/n8n-nodes-langchain.lmChatOllama"
 LM_OLLAMA = "@n8n/n8n-nodes-langchain.lmOllama"
@@ -56,20 +57,6 @@ def ollama_options(raw: Any) -> dict[str, Any]:
             value = [s.strip() for s in value.split(",") if s.strip()]
         options[OLLAMA_OPTIONS.get(key, key)] = value
     return options
-
-
-def _options_param(ctx: NodeContext, index: int, name: str = "options") -> dict[str, Any]:
-    value = ctx.param(name, index, {})
-    if value in (None, ""):
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise NodeError(f"The parameter '{name}' is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise NodeError(f"The parameter '{name}' must be an object of Ollama options, e.g. {{\"temperature\": 0.2}}")
-    return value
 
 
 class _SubNode(Node):
@@ -239,11 +226,13 @@ class AgentTask(Node):
                     raise NodeError(f"priority must be a whole number from 1 to 5, not {priority!r}") from None
                 if not 1 <= priority <= 5:
                     raise NodeError(f"priority must be from 1 to 5, not {priority}")
+                options = json_object_param(ctx.param("options", index, {}), "options",
+                                            'an object of Ollama options, e.g. {"temperature": 0.2}')
                 result = ctx.services.run_llm(
                     prompt=prompt, model=str(ctx.param("model", index, "") or ""),
                     system=str(ctx.param("system", index, "") or ""),
                     task_type=str(ctx.param("taskType", index, "general") or "general"),
-                    priority=priority, options=ollama_options(_options_param(ctx, index)),
+                    priority=priority, options=ollama_options(options),
                     title=str(ctx.param("title", index, "") or f"{ctx.node.name}: {prompt.strip()[:80]}"))
                 out.append({"json": dict(result), "pairedItem": {"item": index}})
             except NodeError as exc:

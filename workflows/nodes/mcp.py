@@ -9,21 +9,9 @@ import json
 from typing import Any
 
 from workflows.engine.contract import Item, Node, NodeContext, NodeError, NodeSpec, Outputs, ValidationIssue, register
+from workflows.engine.jsvalues import json_object_param
 
 MCP_TOOL_CALL = "n8n-nodes-hive.mcpToolCall"
-
-
-def _arguments(value: Any) -> dict[str, Any]:
-    if value in (None, ""):
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise NodeError(f"The parameter 'arguments' is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise NodeError(f"The parameter 'arguments' must be a JSON object, not {type(value).__name__}")
-    return value
 
 
 def _text(result: dict[str, Any]) -> str:
@@ -83,7 +71,7 @@ class MCPToolCall(Node):
                     raise NodeError("The parameter 'server' is empty")
                 if not isinstance(tool, str) or not tool.strip():
                     raise NodeError("The parameter 'tool' is empty")
-                arguments = _arguments(ctx.param("arguments", index, {}))
+                arguments = json_object_param(ctx.param("arguments", index, {}), "arguments")
                 result = ctx.services.call_mcp_tool(server.strip(), tool.strip(), arguments)
                 if not isinstance(result, dict):
                     raise NodeError(f"MCP server '{server}' returned no tool result")
