@@ -230,3 +230,15 @@ def test_agent_status_lists_slots_and_running_tasks(viewer_api):
     assert row["slots"] == {"busy": 1, "total": 2, "free": 1}
     assert row["tasks"] == [str(task.pk)]
     assert row["status"] == "online"
+
+
+@pytest.mark.parametrize("offset", ["+20:21", "-23:59", "+00:00"])
+def test_date_filters_take_any_iso_offset(dev_api, offset):
+    # ISO 8601 and Python allow offsets up to +-23:59; PostgreSQL refuses beyond +-15:59,
+    # so the filter compares in UTC instead of passing the offset through.
+    dev_api.post("/api/tasks", {"title": "t", "prompt": "p"}, format="json")
+    response = dev_api.get("/api/tasks", {"created_after": f"2001-02-15T00:35:06{offset}"})
+    assert response.status_code == 200, response.content
+    assert response.json()["count"] == 1
+    response = dev_api.get("/api/tasks", {"created_before": f"2001-02-15T00:35:06{offset}"})
+    assert response.status_code == 200 and response.json()["count"] == 0

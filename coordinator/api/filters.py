@@ -18,7 +18,8 @@ class SafeIsoDateTimeField(django_filters.fields.IsoDateTimeField):
         cleaned = super().clean(value)
         if cleaned is not None:
             try:
-                cleaned.astimezone(UTC).replace(tzinfo=None)
+                # In UTC: PostgreSQL refuses offsets beyond +-15:59 that ISO 8601 and Python allow.
+                cleaned = cleaned.astimezone(UTC)
             except OverflowError:
                 raise forms.ValidationError("date-time out of range once converted to UTC") from None
         return cleaned
