@@ -80,14 +80,21 @@ def total_slots(cluster: tuple[Node, ...] = CLUSTER) -> int:
     return sum(node.parallel for node in cluster)
 
 
+def queue_ahead() -> int:
+    from django.conf import settings
+
+    return settings.HIVE_QUEUE_AHEAD
+
+
 def execution_concurrency(cluster: tuple[Node, ...] = CLUSTER) -> int:
     """Processes per execution-queue worker.
 
-    The scheduler never has more than sum(slots) tasks queued or running, and all of
-    them may have the same priority (one queue), so each queue's worker gets that many
-    processes, plus 2 for processes still finishing bookkeeping after their slot was freed.
+    The scheduler never has more than sum(slots) + HIVE_QUEUE_AHEAD per node tasks
+    queued or running, and all of them may have the same priority (one queue), so each
+    queue's worker gets that many processes, plus 2 for processes still finishing
+    bookkeeping after their slot was freed.
     """
-    return total_slots(cluster) + 2
+    return total_slots(cluster) + queue_ahead() * len(cluster) + 2
 
 
 def make_workload(count: int, seed: int) -> list[dict[str, Any]]:
@@ -380,7 +387,8 @@ def settings_summary(count: int, seed: int, scale: float) -> dict[str, Any]:
         "tasks": count, "seed": seed, "model_mix": dict(MODEL_MIX), "num_predict": TOKENS,
         "priorities": PRIORITIES, "total_slots": total_slots(),
         "workers": f"hive.high, hive.medium, hive.low: one worker each, prefork, concurrency {execution_concurrency()} "
-                   f"(= {total_slots()} slots + 2), prefetch 1, -O fair; hive.control: concurrency 1; beat",
+                   f"(= {total_slots()} slots + {queue_ahead()} queued ahead x {len(CLUSTER)} nodes + 2), prefetch 1, "
+                   "-O fair; hive.control: concurrency 1; beat",
     }
 
 

@@ -27,7 +27,7 @@ from agents.ollama import OllamaClient, OllamaError, OllamaHTTPError, OllamaStre
 from coordinator import events
 from coordinator.dispatch import forget_marker, request_scheduling_pass
 from coordinator.models import Task, TaskAttempt
-from coordinator.scheduler import hand_off, publish_cluster_status_soon, resolve_model
+from coordinator.scheduler import publish_cluster_status_soon, resolve_model
 from coordinator.services import fail_dependents, return_to_pending_or_fail
 
 logger = logging.getLogger(__name__)
@@ -219,10 +219,6 @@ def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: O
         task.status = Task.Status.COMPLETED
         events.task_event(events.TASK_COMPLETED, task, result=text, timings=timings, model=model)
         request_scheduling_pass()
-    try:
-        hand_off(agent.pk)
-    except Exception:  # the pass that was just requested places the work anyway
-        logger.exception("handing the slot of task %s on to the next task failed", task.pk)
     agent_services.record_success(agent, model, tps=tps, load_seconds=timings.get("load_duration", 0) / 1e9,
                                   was_warm=not task.metadata.get("cold_load", not agent.has_loaded(model)))
     return Task.Status.COMPLETED

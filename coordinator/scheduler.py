@@ -44,9 +44,6 @@ DIRTY_KEY = "hive:scheduler:dirty"
 QUEUE_INFO_KEY = "hive:scheduler:queue"
 ROUND_ROBIN_KEY = "hive:scheduler:rr"
 QUEUE_FRESH_KEY = "hive:scheduler:queue-fresh"
-PLAN_KEY_PREFIX = "hive:scheduler:plan:"
-PLAN_AT_KEY = "hive:scheduler:plan-at"
-PLAN_TTL = 30
 # Short, and renewed by a live pass: a worker killed mid-pass frees the lock within this.
 LOCK_TIMEOUT = 10
 MAX_TASKS_PER_PASS = 1000
@@ -363,10 +360,6 @@ def schedule_once(strategy: str | None = None) -> PassResult:
     demand = Counter(canonical(t.model) for t in tasks if t.model)
     placement = Placement(strategy or settings.HIVE_PLACEMENT, estimator, demand)
     info: dict[str, dict[str, Any]] = {}
-    # Per agent, the waiting tasks planned to run warm on it next, soonest first: a task
-    # finishing there hands its slot to the first of them (hand_off) without waiting
-    # for the next pass.
-    plans: dict[Any, list[tuple[float, int, uuid.UUID]]] = {}
     competitors: dict[frozenset[Any], int] = {}
     # One transaction for the pass's claims: their messages go out together at commit.
     with transaction.atomic():
@@ -392,10 +385,7 @@ def schedule_once(strategy: str | None = None) -> PassResult:
                     result.placed.append((task.pk, line.agent.pk))
                     continue
             start = line.start()
-            warm = line.is_warm(model)
             line.take(finish, model)
-            if warm:
-                plans.setdefault(line.agent.pk, []).append((start, len(plans.get(line.agent.pk, ())), task.pk))
             group = frozenset(p.agent.pk for p in preferred)
             position = 1 + sum(n for other, n in competitors.items() if other & group)
             competitors[group] = competitors.get(group, 0) + 1
@@ -407,68 +397,18 @@ def schedule_once(strategy: str | None = None) -> PassResult:
             }
             result.waiting += 1
     placement.save()
-    publish_queue_info(info, {line.agent.pk: [t for _, _, t in sorted(plans.get(line.agent.pk, []))]
-                              for line in lines}, now)
+    publish_queue_info(info)
     return result
 
 
-def plan_key(agent_id: Any) -> str:
-    return f"{PLAN_KEY_PREFIX}{agent_id}"
-
-
-def publish_queue_info(info: dict[str, dict[str, Any]], plans: dict[Any, list[uuid.UUID]] | None = None,
-                       planned_at: datetime | None = None) -> None:
-    """Queue positions and ETAs of waiting tasks, and each agent's plan, replaced
-    wholesale by every pass."""
+def publish_queue_info(info: dict[str, dict[str, Any]]) -> None:
+    """Queue positions and ETAs of waiting tasks, replaced wholesale by every pass."""
     client = get_redis()
     with client.pipeline(transaction=True) as pipe:
         pipe.delete(QUEUE_INFO_KEY)
         if info:
             pipe.hset(QUEUE_INFO_KEY, mapping={k: json.dumps(v) for k, v in info.items()})
-        for agent_id, task_ids in (plans or {}).items():
-            key = plan_key(agent_id)
-            pipe.delete(key)
-            if task_ids:
-                pipe.rpush(key, *[str(t) for t in task_ids])
-                pipe.expire(key, PLAN_TTL)
-        if planned_at is not None:
-            pipe.set(PLAN_AT_KEY, planned_at.isoformat(), ex=PLAN_TTL)
         pipe.execute()
-
-
-def hand_off(agent_id: Any) -> uuid.UUID | None:
-    """A slot on this agent just freed: give it to the next task the last pass planned
-    to run warm there, without waiting for a pass (the completion -> pass -> message
-    round trip would leave the slot idle meanwhile).
-
-    It follows the pass's order, so no waiting task of higher priority is passed
-    over, except one submitted after that pass: then the slot is left to the pass.
-    Returns the task handed the slot, if any."""
-    client = get_redis()
-    planned_at = client.get(PLAN_AT_KEY)
-    if planned_at is None:
-        return None
-    agent = Agent.objects.schedulable().filter(pk=agent_id).first()
-    if agent is None:
-        return None
-    for _ in range(3):
-        raw = client.lpop(plan_key(agent_id))
-        if raw is None:
-            return None
-        task = Task.objects.filter(pk=raw.decode(), status=Task.Status.PENDING, cancel_requested=False) \
-            .only(*PASS_FIELDS).first()
-        if task is None or not can_run(task, agent):
-            continue
-        newer = Task.objects.filter(status=Task.Status.PENDING, cancel_requested=False,
-                                    created_at__gt=datetime.fromisoformat(planned_at.decode()),
-                                    priority__gt=task.priority)
-        model = resolve_model(task, agent)
-        if newer.exists() or not agent.has_loaded(model):
-            client.lpush(plan_key(agent_id), raw)
-            return None
-        if _claim(task, agent, model, cold=False):
-            return task.pk
-    return None
 
 
 def queue_info(task_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,6 @@ from django.utils import timezone
 
 from coordinator import scheduler
 from coordinator.models import Task
-from hive_project.redis_client import get_redis
 from tests.factories import make_agent, make_task
 
 pytestmark = pytest.mark.django_db
@@ -241,58 +240,3 @@ def test_queue_ahead_sends_one_task_to_wait_in_ollamas_queue(settings, remaining
     # A second pass does not send more than the limit.
     scheduler.schedule_once("warm_first")
     assert Task.objects.filter(pk__in=[t.pk for t in waiting], status=Task.Status.QUEUED).count() == dispatched
-
-
-# --- hand-off: a finishing task gives its slot to the next task the last pass planned there -------
-
-def _busy_node(settings):
-    settings.HIVE_QUEUE_AHEAD = 0
-    node = memory_agent("n1", loaded=["a:latest"], capacity=2, tps=50)
-    running = make_task(status=Task.Status.RUNNING, assigned_agent=node, started_at=timezone.now(), model="a",
-                        options={"num_predict": 500}, metadata={"model": "a"})
-    return node, running
-
-
-def test_a_freed_slot_goes_to_the_first_task_planned_for_it(settings):
-    node, running = _busy_node(settings)
-    low = make_task(model="a", priority=1, options={"num_predict": 10})
-    high = make_task(model="a", priority=5, options={"num_predict": 10})
-    scheduler.schedule_once("warm_first")
-    assert Task.objects.filter(status=Task.Status.PENDING).count() == 2
-    Task.objects.filter(pk=running.pk).update(status=Task.Status.COMPLETED, completed_at=timezone.now())
-    assert scheduler.hand_off(node.pk) == high.pk
-    high.refresh_from_db()
-    low.refresh_from_db()
-    assert high.status == Task.Status.QUEUED and high.assigned_agent == node and high.metadata["cold_load"] is False
-    assert low.status == Task.Status.PENDING
-    # The next freed slot goes to the next in the plan.
-    assert scheduler.hand_off(node.pk) == low.pk
-
-
-def test_hand_off_leaves_the_slot_to_the_pass_when_more_urgent_work_arrived_since(settings):
-    node, running = _busy_node(settings)
-    planned = make_task(model="a", priority=2, options={"num_predict": 10})
-    scheduler.schedule_once("warm_first")
-    Task.objects.filter(pk=running.pk).update(status=Task.Status.COMPLETED, completed_at=timezone.now())
-    make_task(model="a", priority=5, options={"num_predict": 10})
-    assert scheduler.hand_off(node.pk) is None
-    planned.refresh_from_db()
-    assert planned.status == Task.Status.PENDING
-    # ... and the plan is kept for the pass to replace.
-    assert get_redis().lrange(scheduler.plan_key(node.pk), 0, -1) == [str(planned.pk).encode()]
-
-
-def test_hand_off_skips_cancelled_or_already_placed_tasks_and_never_loads_cold(settings):
-    node, running = _busy_node(settings)
-    gone = make_task(model="a", options={"num_predict": 10})
-    scheduler.schedule_once("warm_first")
-    Task.objects.filter(pk=gone.pk).update(cancel_requested=True)
-    Task.objects.filter(pk=running.pk).update(status=Task.Status.COMPLETED, completed_at=timezone.now())
-    assert scheduler.hand_off(node.pk) is None
-    # A plan is only made of warm work: a task for a model the node does not hold waits for a pass.
-    Task.objects.all().delete()
-    make_task(status=Task.Status.RUNNING, assigned_agent=node, started_at=timezone.now(), model="a",
-              options={"num_predict": 500}, metadata={"model": "a"})
-    make_task(model="b", options={"num_predict": 10})
-    scheduler.schedule_once("warm_first")
-    assert get_redis().lrange(scheduler.plan_key(node.pk), 0, -1) == []

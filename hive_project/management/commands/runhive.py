@@ -153,12 +153,15 @@ def _port_open(host: str, port: int) -> Callable[[], bool]:
 
 
 def cluster_slots() -> int:
-    """Every agent slot of one priority can be busy at once: size workers to match."""
-    from django.db.models import Sum
+    """Every agent slot of one priority can be busy at once, plus the tasks queued ahead
+    in each agent's Ollama (HIVE_QUEUE_AHEAD): size workers to match."""
+    from django.conf import settings
+    from django.db.models import Count, Sum
 
     from agents.models import Agent
 
-    total = Agent.objects.aggregate(total=Sum("max_concurrency"))["total"] or 0
+    totals = Agent.objects.aggregate(slots=Sum("max_concurrency"), agents=Count("id"))
+    total = (totals["slots"] or 0) + settings.HIVE_QUEUE_AHEAD * (totals["agents"] or 0)
     return max(2, min(int(total), 16))
 
 
