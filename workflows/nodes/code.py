@@ -204,11 +204,8 @@ def _legacy_result(result: Any, what: str) -> Items:
     return items
 
 
-@register
-class FunctionNode(Node):
-    """Legacy n8n-nodes-base.function: ``items`` in, array of items out."""
-
-    type = "n8n-nodes-base.function"
+class _LegacyFunction(Node):
+    """The legacy Function nodes: JavaScript in ``functionCode``, checked at import."""
 
     def validate(self, node: NodeSpec) -> list[ValidationIssue]:
         code = node.parameters.get("functionCode", "")
@@ -218,6 +215,13 @@ class FunctionNode(Node):
 
         message = code_syntax_error(code) if code and not code.startswith("=") else None
         return [ValidationIssue(f"JavaScript syntax error: {message}", node.name, "functionCode")] if message else []
+
+
+@register
+class FunctionNode(_LegacyFunction):
+    """Legacy n8n-nodes-base.function: ``items`` in, array of items out."""
+
+    type = "n8n-nodes-base.function"
 
     def execute(self, ctx: NodeContext) -> Outputs | None:
         from workflows.engine.expressions import referenced_nodes
@@ -234,19 +238,10 @@ class FunctionNode(Node):
 
 
 @register
-class FunctionItemNode(Node):
+class FunctionItemNode(_LegacyFunction):
     """Legacy n8n-nodes-base.functionItem: ``item`` is the item's json; returns the new json."""
 
     type = "n8n-nodes-base.functionItem"
-
-    def validate(self, node: NodeSpec) -> list[ValidationIssue]:
-        code = node.parameters.get("functionCode", "")
-        if not isinstance(code, str):
-            return [ValidationIssue("code must be a string", node.name, "functionCode")]
-        from workflows.engine.expressions import code_syntax_error
-
-        message = code_syntax_error(code) if code and not code.startswith("=") else None
-        return [ValidationIssue(f"JavaScript syntax error: {message}", node.name, "functionCode")] if message else []
 
     def execute(self, ctx: NodeContext) -> Outputs | None:
         from workflows.engine.expressions import referenced_nodes
