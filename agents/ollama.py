@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import socket
 import ssl
 import threading
@@ -427,6 +428,26 @@ class OllamaStream:
 def _ssl_context() -> ssl.SSLContext:
     """Building an SSL context loads the CA bundle (~50 ms of CPU): once per process."""
     return httpx.create_ssl_context()
+
+
+_shared: dict[tuple[int, str, float, float], OllamaClient] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(base_url: str, *, connect_timeout: float, read_timeout: float) -> OllamaClient:
+    """One long-lived client per node and process, for callers that run often (task
+    execution). Streams still get a fresh connection each (see ``_stream_http``), so
+    sharing is safe; what is saved is building two httpx clients per task. Keyed by
+    process id: a forked worker child must not use its parent's sockets."""
+    key = (os.getpid(), base_url, connect_timeout, read_timeout)
+    client = _shared.get(key)
+    if client is None:
+        with _shared_lock:
+            client = _shared.get(key)
+            if client is None:
+                client = _shared[key] = OllamaClient(base_url, connect_timeout=connect_timeout,
+                                                     read_timeout=read_timeout)
+    return client
 
 
 class OllamaClient:

@@ -10,10 +10,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, FloatField, Q, Value, When
 from django.utils import timezone
 
-from agents.models import Agent, AgentHealthCheck
+from agents.models import Agent, AgentHealthCheck, parse_ollama_time
 from agents.ollama import OllamaClient, OllamaError
 from coordinator import events
 from hive_project.errors import ConflictError
@@ -168,9 +168,42 @@ def _smooth(previous: float, sample: float) -> float:
     return sample if previous <= 0 else previous + SMOOTHING * (sample - previous)
 
 
+# A warm task rewrites the agent's models_loaded entry (pushing its expiry forward)
+# only when the recorded expiry is this far behind a fresh one: under load, one
+# JSON rewrite per agent and model every half minute instead of one per task.
+EXPIRY_REFRESH_SECONDS = 30.0
+
+
+def _expiry_is_fresh(agent: Agent, model: str, now: Any) -> bool:
+    for entry in agent.models_loaded:
+        if isinstance(entry, dict) and (entry.get("name") or entry.get("model")) == model:
+            expires = parse_ollama_time(entry.get("expires_at"))
+            keep_alive = settings.HIVE_KEEP_ALIVE_SECONDS
+            slack = min(EXPIRY_REFRESH_SECONDS, keep_alive / 10)
+            return expires is not None and expires >= now + timedelta(seconds=keep_alive - slack)
+    return False
+
+
 def record_success(agent: Agent, model: str, *, tps: float | None, load_seconds: float, was_warm: bool) -> None:
-    """After a task completed: speed, load time, and which model is now resident."""
+    """After a task completed: speed, load time, and which model is now resident.
+
+    ``agent`` is the row as the task's claim read it. The common case (a warm model
+    whose recorded expiry is recent) is one UPDATE that smooths the speed in SQL, so
+    the workers finishing tasks on one agent never queue for its row lock."""
     now = timezone.now()
+    if was_warm and _expiry_is_fresh(agent, model, now):
+        update: dict[str, Any] = {"consecutive_failures": 0, "last_seen": now}
+        if tps:
+            update["tokens_per_second"] = Case(
+                When(tokens_per_second__lte=0, then=Value(float(tps))),
+                default=F("tokens_per_second") + SMOOTHING * (Value(float(tps)) - F("tokens_per_second")),
+                output_field=FloatField())
+        if not Agent.objects.filter(pk=agent.pk).update(**update):
+            return
+        smoothed = _smooth(agent.tokens_per_second, tps) if tps else agent.tokens_per_second
+        events.agent_event(events.AGENT_PERFORMANCE_UPDATE, agent, tokens_per_second=round(smoothed, 2),
+                           last_tps=tps, model=model, cold_load=False, load_seconds=None)
+        return
     refreshed: list[dict[str, Any]] | None = None
     if not was_warm:
         # A cold load may have evicted other models; ask the node what it holds now.
@@ -184,7 +217,7 @@ def record_success(agent: Agent, model: str, *, tps: float | None, load_seconds:
         fresh = Agent.objects.select_for_update().filter(pk=agent.pk).first()
         if fresh is None:
             return
-        update: dict[str, Any] = {"consecutive_failures": 0, "last_seen": now}
+        update = {"consecutive_failures": 0, "last_seen": now}
         if tps:
             update["tokens_per_second"] = _smooth(fresh.tokens_per_second, tps)
         if not was_warm and load_seconds > 0:

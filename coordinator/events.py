@@ -22,6 +22,7 @@ background event loop per process, so channels_redis never sees a closed loop
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from redis.exceptions import NoScriptError
 
 from hive_project.redis_client import get_redis
 
@@ -145,16 +147,34 @@ def publish(event_type: str, source: str, data: dict[str, Any], topics: Iterable
 def _deliver(event: HiveEvent, topics: list[str]) -> None:
     try:
         payload = event.to_json()
-        client = get_redis()
-        script = client.register_script(_APPEND)
-        with client.pipeline(transaction=False) as pipe:
-            for topic in topics:
-                script(keys=[_SEQ_KEY.format(topic=topic), _LOG_KEY.format(topic=topic)],
-                       args=[payload, settings.HIVE_EVENT_RETENTION, settings.HIVE_EVENT_RETENTION_SECONDS], client=pipe)
-            seqs = pipe.execute()
-        _sender().send(payload, [(topic, int(seq)) for topic, seq in zip(topics, seqs, strict=True)])
+        seqs = append(topics, payload)
+        _sender().send(payload, list(zip(topics, seqs, strict=True)))
     except Exception:  # events must never break the state change that caused them
         logger.exception("could not publish %s", event.type)
+
+
+_APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
+
+
+def append(topics: list[str], payload: str) -> list[int]:
+    """Store the event in each topic's log; its sequence number there, per topic.
+
+    One round trip: EVALSHA in a pipeline (redis-py's Script objects would first ask
+    SCRIPT EXISTS every time), loading the script only when Redis answers NOSCRIPT.
+    """
+    client = get_redis()
+    args = [payload, settings.HIVE_EVENT_RETENTION, settings.HIVE_EVENT_RETENTION_SECONDS]
+    for attempt in range(2):
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for topic in topics:
+                    pipe.evalsha(_APPEND_SHA, 2, _SEQ_KEY.format(topic=topic), _LOG_KEY.format(topic=topic), *args)
+                return [int(seq) for seq in pipe.execute()]
+        except NoScriptError:
+            if attempt:
+                raise
+            client.script_load(_APPEND)
+    raise AssertionError("unreachable")
 
 
 def data_frame(topic: str, seq: int, payload: str) -> str:

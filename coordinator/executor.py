@@ -9,6 +9,7 @@ down), which also makes Ollama stop generating.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from agents import services as agent_services
 from agents.models import Agent
-from agents.ollama import OllamaClient, OllamaError, OllamaHTTPError, OllamaStream, OllamaStreamAborted
+from agents.ollama import OllamaError, OllamaHTTPError, OllamaStream, OllamaStreamAborted, shared_client
 from coordinator import events
 from coordinator.dispatch import forget_marker, request_scheduling_pass
 from coordinator.models import Task, TaskAttempt
@@ -69,55 +70,123 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
     return task
 
 
-class Watchdog(threading.Thread):
-    """Renews the lease, saves partial output, and stops the stream on cancel or lost lease."""
+class Watch:
+    """One running task as the lease keeper sees it."""
 
-    def __init__(self, task_id: uuid.UUID, dispatch_id: uuid.UUID, parts: list[str]) -> None:
-        super().__init__(name=f"watchdog-{task_id}", daemon=True)
+    def __init__(self, task_id: uuid.UUID, dispatch_id: uuid.UUID, parts: list[str], interval: float) -> None:
         self.task_id = task_id
         self.dispatch_id = dispatch_id
         self.parts = parts
+        self.interval = interval
+        self.due = time.monotonic() + interval
         self.stream: OllamaStream | None = None
         self.cancelled = False
         self.lost = False
-        self._halt = threading.Event()
-        self._interval = min(0.5, settings.HIVE_TASK_LEASE_SECONDS / 4)
+        self.saved = 0
+        self.stopped = False
+
+    def abort(self) -> None:
+        if self.stream is not None:
+            self.stream.abort()
+
+    def renew(self) -> bool:
+        """Extend the lease and save the partial output; False once the task is no longer ours."""
+        count = len(self.parts)
+        update: dict[str, Any] = {
+            "lease_expires_at": timezone.now() + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)}
+        if count != self.saved:
+            update["result"] = "".join(self.parts[:count])
+        renewed = Task.objects.filter(pk=self.task_id, dispatch_id=self.dispatch_id,
+                                      status=Task.Status.RUNNING, cancel_requested=False).update(**update)
+        if renewed:
+            self.saved = count
+            return True
+        still_ours = Task.objects.filter(pk=self.task_id, dispatch_id=self.dispatch_id,
+                                         status=Task.Status.RUNNING).exists()
+        if still_ours:
+            self.cancelled = True
+        else:
+            self.lost = True
+        return False
+
+
+class LeaseKeeper(threading.Thread):
+    """One thread per process renews the leases of the tasks running in it, saves their
+    partial output, and stops a stream on cancel or a lost lease.
+
+    Long-lived rather than one thread per task: starting and joining a thread per task
+    was a measurable part of a short task. It uses the database only while a task runs
+    longer than the renewal interval, and closes its connection when nothing is left.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="hive-lease-keeper", daemon=True)
+        self.watches: dict[uuid.UUID, Watch] = {}
+        self.wakeup = threading.Condition()
+        self.busy = threading.Lock()  # held while one watch is being renewed
+
+    def watch(self, task_id: uuid.UUID, dispatch_id: uuid.UUID, parts: list[str]) -> Watch:
+        entry = Watch(task_id, dispatch_id, parts, min(0.5, settings.HIVE_TASK_LEASE_SECONDS / 4))
+        with self.wakeup:
+            self.watches[task_id] = entry
+            self.wakeup.notify()
+        return entry
+
+    def forget(self, entry: Watch) -> None:
+        """After this returns, no renewal of ``entry`` is running or will run."""
+        with self.busy:
+            entry.stopped = True
+            with self.wakeup:
+                if self.watches.get(entry.task_id) is entry:
+                    del self.watches[entry.task_id]
 
     def run(self) -> None:
-        saved = 0
-        try:
-            while not self._halt.wait(self._interval):
-                count = len(self.parts)
-                update: dict[str, Any] = {
-                    "lease_expires_at": timezone.now() + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)}
-                if count != saved:
-                    update["result"] = "".join(self.parts[:count])
-                renewed = Task.objects.filter(pk=self.task_id, dispatch_id=self.dispatch_id,
-                                              status=Task.Status.RUNNING, cancel_requested=False).update(**update)
-                if renewed:
-                    saved = count
+        while True:
+            with self.wakeup:
+                while not self.watches:
+                    self.wakeup.wait()
+                now = time.monotonic()
+                due = [w for w in self.watches.values() if w.due <= now]
+                if not due:
+                    self.wakeup.wait(min(w.due for w in self.watches.values()) - now)
                     continue
-                still_ours = Task.objects.filter(pk=self.task_id, dispatch_id=self.dispatch_id,
-                                                 status=Task.Status.RUNNING).exists()
-                if still_ours:
-                    self.cancelled = True
-                else:
-                    self.lost = True
-                if self.stream is not None:
-                    self.stream.abort()
-                return
-        except Exception:  # a database hiccup must not leave the stream running unwatched
-            logger.exception("watchdog for task %s failed; aborting the stream", self.task_id)
-            self.lost = True
-            if self.stream is not None:
-                self.stream.abort()
-        finally:
-            connection.close()
+            for entry in due:
+                self._renew(entry)
+            with self.wakeup:
+                idle = not self.watches
+            if idle:
+                connection.close()
 
-    def stop(self) -> None:
-        self._halt.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout=5)
+    def _renew(self, entry: Watch) -> None:
+        with self.busy:
+            if entry.stopped:
+                return
+            entry.due = time.monotonic() + entry.interval
+            try:
+                if entry.renew():
+                    return
+            except Exception:  # a database hiccup must not leave the stream running unwatched
+                logger.exception("renewing the lease of task %s failed; aborting the stream", entry.task_id)
+                entry.lost = True
+                connection.close()
+            entry.stopped = True
+            with self.wakeup:
+                self.watches.pop(entry.task_id, None)
+        entry.abort()
+
+
+_keepers: dict[int, LeaseKeeper] = {}
+_keepers_lock = threading.Lock()
+
+
+def lease_keeper() -> LeaseKeeper:
+    pid = os.getpid()  # a forked worker child needs its own thread
+    with _keepers_lock:
+        keeper = _keepers.get(pid)
+        if keeper is None:
+            keeper = _keepers[pid] = LeaseKeeper()
+            keeper.start()
+        return keeper
 
 
 def execute(task_id: str, dispatch_id: str, worker: str) -> str:
@@ -130,14 +199,14 @@ def execute(task_id: str, dispatch_id: str, worker: str) -> str:
         return _fail_attempt(task, "its agent was deleted before the task started")
     model = task.metadata.get("model") or resolve_model(task, agent)
     parts: list[str] = []
-    watchdog = Watchdog(task.pk, task.dispatch_id, parts)
-    watchdog.start()
-    client = OllamaClient(agent.endpoint, connect_timeout=settings.HIVE_OLLAMA_CONNECT_TIMEOUT,
-                          read_timeout=settings.HIVE_OLLAMA_READ_TIMEOUT)
+    keeper = lease_keeper()
+    watch = keeper.watch(task.pk, task.dispatch_id, parts)
+    client = shared_client(agent.endpoint, connect_timeout=settings.HIVE_OLLAMA_CONNECT_TIMEOUT,
+                           read_timeout=settings.HIVE_OLLAMA_READ_TIMEOUT)
     try:
         stream = client.generate(model, task.prompt, options=task.options or None, system=task.system or None)
-        watchdog.stream = stream
-        if watchdog.cancelled or watchdog.lost:
+        watch.stream = stream
+        if watch.cancelled or watch.lost:
             stream.abort()
         progress = Progress(task)
         with stream:
@@ -146,15 +215,15 @@ def execute(task_id: str, dispatch_id: str, worker: str) -> str:
                 if piece:
                     parts.append(piece)
                     progress.maybe_publish(parts)
-        progress.publish(parts)
+        progress.finish(parts)
     except OllamaStreamAborted:
-        watchdog.stop()
-        if watchdog.cancelled:
+        keeper.forget(watch)
+        if watch.cancelled:
             return _finish_cancelled(task, "".join(parts))
         return "lost"
     except OllamaError as exc:
-        watchdog.stop()
-        if watchdog.cancelled:
+        keeper.forget(watch)
+        if watch.cancelled:
             return _finish_cancelled(task, "".join(parts))
         if _is_the_requests_fault(exc):
             # Ollama refused this request itself (bad options, say): another node would too.
@@ -162,16 +231,15 @@ def execute(task_id: str, dispatch_id: str, worker: str) -> str:
         agent_services.record_failure(agent, str(exc))
         return _fail_attempt(task, str(exc))
     except SoftTimeLimitExceeded:
-        watchdog.stop()
+        keeper.forget(watch)
         return _fail_attempt(task, f"took longer than the task time limit ({settings.HIVE_TASK_TIME_LIMIT}s)")
     except Exception as exc:
         # A bug must not leave the task "running" until its lease runs out.
         logger.exception("task %s: unexpected error while running", task.pk)
-        watchdog.stop()
+        keeper.forget(watch)
         return _fail_attempt(task, f"internal error in the worker: {exc!r}")
     finally:
-        watchdog.stop()
-        client.close()
+        keeper.forget(watch)
     return _finish_completed(task, agent, model, "".join(parts), stream)
 
 
@@ -183,6 +251,12 @@ class Progress:
         self.sent = 0
         self.offset = 0
         self.due = time.monotonic() + settings.HIVE_PROGRESS_INTERVAL
+
+    def finish(self, parts: list[str]) -> None:
+        """The tail, if any progress went out: then the deltas add up to the result.
+        A task done within one interval sends none; task.completed carries its result."""
+        if self.sent:
+            self.publish(parts)
 
     def maybe_publish(self, parts: list[str]) -> None:
         if time.monotonic() >= self.due:

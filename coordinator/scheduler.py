@@ -20,6 +20,7 @@ import heapq
 import json
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -496,14 +497,27 @@ def publish_cluster_status_soon() -> None:
     Passes and task starts happen many times per second under load; one process in
     the cluster takes the window (SET NX) and publishes when it ends, so the snapshot
     includes every change that committed before it. 0 publishes at once, every time."""
+    global _status_window_ends
     delay = settings.HIVE_STATUS_INTERVAL
     if delay <= 0:
         publish_cluster_status()
         return
-    if get_redis().set(STATUS_SOON_KEY, 1, nx=True, px=max(int(delay * 1000), 1)):
+    now = time.monotonic()
+    if now < _status_window_ends:
+        return  # a snapshot is already due after this change; no need to ask Redis
+    with get_redis().pipeline(transaction=False) as pipe:
+        pipe.set(STATUS_SOON_KEY, 1, nx=True, px=max(int(delay * 1000), 1))
+        pipe.pttl(STATUS_SOON_KEY)
+        taken, left_ms = pipe.execute()
+    # Remember until when the window that will publish runs, ours or another process's.
+    _status_window_ends = now + (delay if taken else max(left_ms, 0) / 1000)
+    if taken:
         timer = threading.Timer(delay, _publish_cluster_status_in_thread)
         timer.daemon = True
         timer.start()
+
+
+_status_window_ends = 0.0
 
 
 def _publish_cluster_status_in_thread() -> None:
