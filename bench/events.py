@@ -296,6 +296,8 @@ def summarize(label: str, rate: float, seconds: float, indexes: range, began: fl
         lost += len(wanted - seen)
     publish_call = [recorder.appended[i] - recorder.sent[i] for i in indexes]
     to_group_sent = [recorder.group_sent[i] - recorder.sent[i] for i in indexes if i in recorder.group_sent]
+    if not to_group_sent:  # published by the append script itself: done when publish() returned
+        to_group_sent = publish_call
     return {
         "label": label, "target_rate": rate, "seconds": seconds, "events": len(indexes),
         "achieved_publish_rate": round((len(indexes) - 1) / max(recorder.sent[indexes[-1]] - recorder.sent[indexes[0]], 1e-9)
