@@ -170,8 +170,10 @@ def _smooth(previous: float, sample: float) -> float:
 
 # A warm task rewrites the agent's models_loaded entry (pushing its expiry forward)
 # only when the recorded expiry is this far behind a fresh one: under load, one
-# JSON rewrite per agent and model every half minute instead of one per task.
-EXPIRY_REFRESH_SECONDS = 30.0
+# locked JSON rewrite per agent and model every 2 s instead of one per task. The
+# scheduler orders idle resident models by expiry to predict Ollama's LRU eviction,
+# so this is also how stale that order may be.
+EXPIRY_REFRESH_SECONDS = 2.0
 
 
 def _expiry_is_fresh(agent: Agent, model: str, now: Any) -> bool:

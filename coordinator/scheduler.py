@@ -91,16 +91,34 @@ def schedule_order(tasks: list[Task], now: datetime) -> list[Task]:
     return sorted(tasks, key=lambda t: (-effective_priority(t, now), t.created_at, str(t.pk)))
 
 
+_typical_tokens: tuple[float, float] = (float("-inf"), 0.0)  # (computed at, value)
+TYPICAL_TOKENS_MAX_AGE = 5.0
+
+
+def _typical_output_tokens() -> float:
+    """Mean output length of the last 200 completed tasks: the guess for a task with
+    no num_predict. Passes run many times a second under load; this changes slowly,
+    so a process recomputes it at most every TYPICAL_TOKENS_MAX_AGE seconds."""
+    global _typical_tokens
+    computed_at, value = _typical_tokens
+    now = time.monotonic()
+    if now - computed_at < TYPICAL_TOKENS_MAX_AGE:
+        return value
+    recent = Task.objects.filter(status=Task.Status.COMPLETED, timings__eval_count__isnull=False) \
+        .order_by("-completed_at").values_list("timings__eval_count", flat=True)[:200]
+    counts = [c for c in recent if isinstance(c, int) and c > 0]
+    value = sum(counts) / len(counts) if counts else float(settings.HIVE_DEFAULT_TOKENS)
+    _typical_tokens = (now, value)
+    return value
+
+
 class Estimator:
     """Durations from what Hive measured, with settings as the prior."""
 
     def __init__(self, agents: list[Agent]) -> None:
         measured = sorted(a.tokens_per_second for a in agents if a.tokens_per_second > 0)
         self.default_tps = measured[len(measured) // 2] if measured else settings.HIVE_DEFAULT_TPS
-        recent = Task.objects.filter(status=Task.Status.COMPLETED, timings__eval_count__isnull=False) \
-            .order_by("-completed_at").values_list("timings__eval_count", flat=True)[:200]
-        counts = [c for c in recent if isinstance(c, int) and c > 0]
-        self.default_tokens = sum(counts) / len(counts) if counts else float(settings.HIVE_DEFAULT_TOKENS)
+        self.default_tokens = _typical_output_tokens()
 
     def tokens(self, task: Task) -> float:
         limit = (task.options or {}).get("num_predict")

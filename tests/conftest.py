@@ -35,6 +35,9 @@ def _clean_redis_state(redis_server: str) -> Iterator[None]:
     """Throttle counters and scheduler flags must not leak between tests."""
     yield
     redis.Redis.from_url(redis_server).flushdb()
+    from coordinator import scheduler
+
+    scheduler._typical_tokens = (float("-inf"), 0.0)  # per-process cache of a database value
 
 
 class Actors:
