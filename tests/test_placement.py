@@ -205,6 +205,38 @@ def test_without_pending_demand_the_same_cold_load_goes_ahead():
     assert b_task.assigned_agent == n1
 
 
+@pytest.mark.parametrize(
+    ("c_backlog", "a_elsewhere", "c_goes_to"),
+    [
+        # "a" is warm only on big: evicting it there would leave its 2000 pending tokens
+        # nowhere warm, and its next task would reload it and evict "b" (the chain).
+        (0, False, None),
+        # c's own backlog is long (28 s on small) and "a" keeps a warm node (2 s of
+        # work there): moving big's capacity from "a" to "c" pays.
+        (6, True, "big"),
+    ],
+)
+def test_a_cold_load_moves_capacity_only_from_a_model_that_needs_it_less(c_backlog, a_elsewhere, c_goes_to):
+    big = memory_agent("big", loaded=["a:latest", "b:latest"], capacity=2, slots=4, tps=200, load_seconds=1.0)
+    small = memory_agent("small", loaded=["c:latest"], capacity=1, tps=100, load_seconds=1.0)
+    if a_elsewhere:
+        memory_agent("other", loaded=["a:latest"], capacity=1, tps=100, load_seconds=1.0)
+    make_task(status=Task.Status.RUNNING, assigned_agent=small, started_at=timezone.now(), model="c",
+              options={"num_predict": 300}, metadata={"model": "c"})
+    urgent = make_task(model="c", priority=5, options={"num_predict": 400})
+    for _ in range(c_backlog):
+        make_task(model="c", priority=4, options={"num_predict": 400})
+    a_work = 1 if a_elsewhere else 10
+    for _ in range(a_work):
+        make_task(model="a", priority=1, options={"num_predict": 200})
+    scheduler.schedule_once("warm_first")
+    urgent.refresh_from_db()
+    assert (urgent.assigned_agent.slug if urgent.assigned_agent else None) == c_goes_to
+    if c_goes_to is None:
+        assert scheduler.queue_info([str(urgent.pk)])[str(urgent.pk)]["agent"] == "small"
+        assert not Task.objects.filter(assigned_agent=big, metadata__cold_load=True).exists()
+
+
 def test_a_load_waits_for_the_model_in_use_to_drain():
     # n1 holds "a" in use for ~2 s more and has a second slot free; loading "b" must wait
     # for "a" to drain (Ollama's behaviour), which makes n2 (cold, slower, room in memory) better.
