@@ -22,8 +22,6 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,11 +55,6 @@ def run(n: int, rounds: int, concurrency: int, tokens: int, out: Path) -> None:
                                     "max_concurrency": 64, "hardware": {"gpu_type": "simulated"}})
             httpx.post(f"{url}/api/generate", json={"model": MODEL}, timeout=10).raise_for_status()  # resident
             profile = [profile_one_task(agent, tokens) for _ in range(6)][1:]  # the first pays one-off imports
-            # What-if: the same execution with one process-wide SSL context for every
-            # httpx.Client (Hive's OllamaClient builds two clients, each loading the CA
-            # bundle, per task). Patched in this process only.
-            with shared_ssl_context():
-                shared_ssl = [profile_one_task(agent, tokens) for _ in range(5)]
 
             plain = procs.worker("plain", ["bench.plain"], concurrency, ("-I", "bench.plain_tasks"))
             hive = procs.worker("hive-exec", list(queues.EXECUTION_QUEUES), concurrency)
@@ -80,7 +73,6 @@ def run(n: int, rounds: int, concurrency: int, tokens: int, out: Path) -> None:
                 results["hive"].append(hive_round(n, tokens, hive, control))
                 log(f"dispatch: round {number + 1} hive  {results['hive'][-1]['throughput']:.0f} tasks/s")
             write_json(out, {"plain": results["plain"], "hive": results["hive"], "profile": summarize_profile(profile),
-                             "profile_shared_ssl": summarize_profile(shared_ssl),
                              "pass_scaling": scaling,
                              "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]})
         finally:
@@ -270,26 +262,6 @@ def profile_one_task(agent: Any, tokens: int) -> dict[str, dict[str, float]]:
     return stages
 
 
-@contextmanager
-def shared_ssl_context() -> Iterator[None]:
-    import ssl
-
-    import httpx
-
-    context = ssl.create_default_context()
-    original = httpx.Client.__init__
-
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("verify", context)
-        original(self, *args, **kwargs)
-
-    httpx.Client.__init__ = init  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        httpx.Client.__init__ = original  # type: ignore[method-assign]
-
-
 def profile_pass_scaling(sizes: tuple[int, ...] = (1, 50, 200, 800)) -> list[dict[str, float]]:
     """CPU of one scheduling pass (run_pass: placement walk + queue info + cluster status)
     against the number of pending tasks, on a cluster whose one slot is taken, as
@@ -418,9 +390,6 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"    {stage:<8} SQL {v['sql']:>3.0f} ({v['sql_writes']:.0f} writes)  Redis {v['redis_round_trips']:>3.0f} "
                      f"round trips ({v['redis_commands']:.0f} commands)  HTTP clients {v['http_clients']:.0f}  "
                      f"CPU {v['cpu_ms']:.0f} ms  wall {v['wall_ms']:.0f} ms")
-    if "profile_shared_ssl" in raw:
-        lines.append(f"    execute with one shared SSL context instead of a new one per httpx.Client: CPU "
-                     f"{raw['profile_shared_ssl']['execute']['cpu_ms']:.0f} ms (what-if, patched in the bench process)")
     lines.append("  one scheduling pass, CPU ms by pending tasks: " + ", ".join(
         f"{row['pending']}: {row['cpu_ms']:.0f}" for row in raw["pass_scaling"]))
     lines.append(f"\n  raw data and logs: {result['run_dir']}   (wall time {result['wall_seconds']:.0f}s)")
