@@ -232,7 +232,7 @@ def resident_models(agent: Agent) -> list[str]:
 
 def build_timelines(agents: list[Agent], estimator: Estimator, now: datetime) -> list[Timeline]:
     holding: dict[Any, list[Task]] = {}
-    for task in Task.objects.holding_slot().filter(assigned_agent__in=agents).order_by("queued_at"):
+    for task in Task.objects.holding_slot().filter(assigned_agent__in=agents).only(*HOLDING_FIELDS).order_by("queued_at"):
         holding.setdefault(task.assigned_agent_id, []).append(task)
     timelines = []
     for agent in agents:
@@ -385,6 +385,10 @@ def ready_tasks() -> list[Task]:
     )
 
 
+# What a pass reads of each task holding a slot (for its expected end and its model).
+HOLDING_FIELDS = ("id", "task_type", "model", "options", "metadata", "assigned_agent", "started_at", "queued_at",
+                  "status")
+
 # What a pass reads of each pending task (the prompt and results stay in the database).
 PASS_FIELDS = ("id", "title", "status", "priority", "task_type", "model", "options", "pinned_agent",
                "excluded_agents", "metadata", "created_at", "assigned_agent")
@@ -509,29 +513,63 @@ def _claim(task: Task, agent: Agent, model: str, *, cold: bool) -> bool:
     return bool(claimed)
 
 
+# The pass lock in three scripts, one round trip each: start (note the request, try
+# the lock), next (take the note, keep the lock, clear the queued-request flag) and
+# end (release, see whether a note arrived meanwhile). Same semantics as redis-py's
+# Lock plus the separate commands they replace, at a third of the round trips.
+_PASS_START = """
+redis.call('SET', KEYS[1], 1)
+return redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+_PASS_NEXT = """
+if not redis.call('GETDEL', KEYS[1]) then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
+return 1
+"""
+_PASS_END = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return redis.call('EXISTS', KEYS[2])
+"""
+
+
+def _script(source: str) -> Any:
+    """A registered script (EVALSHA, loaded on NOSCRIPT), one per process."""
+    script = _scripts.get(source)
+    if script is None:
+        script = _scripts[source] = get_redis().register_script(source)
+    return script
+
+
+_scripts: dict[str, Any] = {}
+
+
 def run_pass() -> PassResult | None:
     """Run passes until no request arrived meanwhile; None if another process holds the lock."""
-    client = get_redis()
-    lock = client.lock(LOCK_KEY, timeout=LOCK_TIMEOUT)
+    token = uuid.uuid4().hex
+    ttl_ms = LOCK_TIMEOUT * 1000
     total = PassResult()
     while True:
-        client.set(DIRTY_KEY, 1)
-        if not lock.acquire(blocking=False):
+        if not _script(_PASS_START)(keys=[DIRTY_KEY, LOCK_KEY], args=[token, ttl_ms]):
             # The holder will see the dirty flag and run once more for us.
             return None
         try:
-            while client.getdel(DIRTY_KEY):
-                lock.reacquire()
-                client.delete(PASS_REQUESTED_KEY)
+            while True:
+                step = _script(_PASS_NEXT)(keys=[DIRTY_KEY, LOCK_KEY, PASS_REQUESTED_KEY], args=[token, ttl_ms])
+                if step == 0:
+                    break
+                if step < 0:
+                    raise RuntimeError(f"the scheduling lock expired during a pass (longer than {LOCK_TIMEOUT}s)")
                 result = schedule_once()
                 total.placed.extend(result.placed)
                 total.waiting = result.waiting
                 total.failed_by_dependency += result.failed_by_dependency
         finally:
-            lock.release()
-        # A request that set the flag between our last check and the release found
-        # the lock still taken; pick it up here.
-        if not client.exists(DIRTY_KEY):
+            # A request that set the flag between our last check and the release found
+            # the lock still taken; pick it up with another round.
+            again = _script(_PASS_END)(keys=[LOCK_KEY, DIRTY_KEY], args=[token])
+        if not again:
             publish_cluster_status_soon()
             return total
 

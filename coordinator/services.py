@@ -82,7 +82,8 @@ def create_tasks(specs: list[dict[str, Any]], user: Any = None) -> list[Task]:
             fields = {k: v for k, v in spec.items() if k != "depends_on"}
             fields.setdefault("max_attempts", settings.HIVE_MAX_ATTEMPTS)
             task = Task(created_by=user if user is not None and user.is_authenticated else None, **fields)
-            task.full_clean(exclude=["depends_on"])
+            # The id is a fresh uuid4 (and the primary key): no uniqueness query for it.
+            task.full_clean(exclude=["depends_on", "id"])
             task.save()
             created.append(task)
         for task, spec in zip(created, specs, strict=True):
@@ -165,7 +166,11 @@ def fail_dependents(task: Task) -> int:
 def fail_blocked_dependents() -> int:
     """Safety net for the pass: pending tasks waiting on a failed or cancelled task."""
     count = 0
-    for dep in Task.objects.filter(status__in=_FAILED_OR_CANCELLED, dependent_links__task__status=Task.Status.PENDING).distinct():
+    # Runs every pass and almost always finds nothing: ask for ids only, then load those.
+    blocking = TaskDependency.objects.filter(depends_on_task__status__in=_FAILED_OR_CANCELLED,
+                                             task__status=Task.Status.PENDING).values_list("depends_on_task", flat=True)
+    ids = set(blocking)
+    for dep in Task.objects.filter(pk__in=ids) if ids else []:
         count += fail_dependents(dep)
     return count
 
