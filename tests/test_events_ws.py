@@ -112,6 +112,38 @@ def test_unauthenticated_connections_are_closed_with_4401(web, actors):
     run()
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["published-by-the-append-script", "sender-thread"])
+def test_live_frames_are_the_same_whichever_way_events_are_published(web, actors, monkeypatch, direct):
+    """With channels_redis' pub/sub layer on Hive's Redis the append script publishes
+    the live message itself; any other layer gets group_send from the sender thread.
+    Both must give subscribers the frame that catch-up would build from the log."""
+    from coordinator import events as events_module
+
+    if not direct:
+        monkeypatch.setattr(events_module, "_direct_channel_prefix", lambda: None)
+    else:
+        assert events_module._direct_channel_prefix() is not None, "the default settings publish from the script"
+    token = token_for(actors.viewer)
+
+    @async_to_sync
+    async def run() -> None:
+        async with websockets.connect(ws_url(web, token)) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "topic": "task.*"}))
+            start = (await recv_type(ws, "subscribe"))["data"]["seq"]
+            for n in range(3):
+                await asyncio.to_thread(publish_now, "task.progress", [f"task.f{n}"], n=n, text="é \u2028 \"q\"")
+            raw = [await asyncio.wait_for(ws.recv(), 5) for _ in range(3)]
+            frames = [json.loads(r) for r in raw]
+            assert [f["seq"] for f in frames] == [start + 1, start + 2, start + 3]
+            assert [f["data"]["data"]["n"] for f in frames] == [0, 1, 2]
+            stored = await asyncio.to_thread(events.events_after, "task.*", start)
+            rebuilt = [events.data_frame("task.*", e.pop("seq"), json.dumps(e, separators=(",", ":"))) for e in stored]
+            assert [json.loads(r) for r in rebuilt] == frames
+            assert all(f["id"] == f["data"]["id"] and f["timestamp"] == f["data"]["timestamp"] for f in frames)
+
+    run()
+
+
 def test_a_forbidden_or_invalid_topic_gets_an_error_and_the_connection_stays(web, actors):
     token = token_for(actors.outsider)
 
