@@ -142,20 +142,27 @@ class LeaseKeeper(threading.Thread):
 
     def run(self) -> None:
         while True:
-            with self.wakeup:
-                while not self.watches:
-                    self.wakeup.wait()
-                now = time.monotonic()
-                due = [w for w in self.watches.values() if w.due <= now]
-                if not due:
-                    self.wakeup.wait(min(w.due for w in self.watches.values()) - now)
-                    continue
-            for entry in due:
-                self._renew(entry)
-            with self.wakeup:
-                idle = not self.watches
-            if idle:
-                connection.close()
+            try:
+                self._round()
+            except Exception:  # never die silently: every later task's lease depends on this thread
+                logger.exception("the lease keeper failed a round; carrying on")
+                time.sleep(0.1)
+
+    def _round(self) -> None:
+        with self.wakeup:
+            while not self.watches:
+                self.wakeup.wait()
+            now = time.monotonic()
+            due = [w for w in self.watches.values() if w.due <= now]
+            if not due:
+                self.wakeup.wait(min(w.due for w in self.watches.values()) - now)
+                return
+        for entry in due:
+            self._renew(entry)
+        with self.wakeup:
+            idle = not self.watches
+        if idle:
+            connection.close()
 
     def _renew(self, entry: Watch) -> None:
         with self.busy:
@@ -171,7 +178,8 @@ class LeaseKeeper(threading.Thread):
                 connection.close()
             entry.stopped = True
             with self.wakeup:
-                self.watches.pop(entry.task_id, None)
+                if self.watches.get(entry.task_id) is entry:
+                    del self.watches[entry.task_id]
         entry.abort()
 
 
@@ -183,7 +191,7 @@ def lease_keeper() -> LeaseKeeper:
     pid = os.getpid()  # a forked worker child needs its own thread
     with _keepers_lock:
         keeper = _keepers.get(pid)
-        if keeper is None:
+        if keeper is None or not keeper.is_alive():
             keeper = _keepers[pid] = LeaseKeeper()
             keeper.start()
         return keeper
