@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
 import re
 import sys
@@ -83,10 +84,13 @@ def total_slots(cluster: tuple[Node, ...] = CLUSTER) -> int:
 def queue_ahead() -> int:
     from django.conf import settings
 
+    from bench.harness import SETTINGS_MODULE
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)  # --report reads settings without a run
     return settings.HIVE_QUEUE_AHEAD
 
 
-def execution_concurrency(cluster: tuple[Node, ...] = CLUSTER) -> int:
+def execution_concurrency(cluster: tuple[Node, ...] = CLUSTER, ahead: int | None = None) -> int:
     """Processes per execution-queue worker.
 
     The scheduler never has more than sum(slots) + HIVE_QUEUE_AHEAD per node tasks
@@ -94,7 +98,7 @@ def execution_concurrency(cluster: tuple[Node, ...] = CLUSTER) -> int:
     queue's worker gets that many processes, plus 2 for processes still finishing
     bookkeeping after their slot was freed.
     """
-    return total_slots(cluster) + queue_ahead() * len(cluster) + 2
+    return total_slots(cluster) + (queue_ahead() if ahead is None else ahead) * len(cluster) + 2
 
 
 def make_workload(count: int, seed: int) -> list[dict[str, Any]]:
@@ -381,13 +385,14 @@ def _celery_timings(output: str, name: str) -> dict[str, Any]:
 # -- the orchestrator ----------------------------------------------------------------
 
 
-def settings_summary(count: int, seed: int, scale: float) -> dict[str, Any]:
+def settings_summary(count: int, seed: int, scale: float, ahead: int | None = None) -> dict[str, Any]:
+    ahead = queue_ahead() if ahead is None else ahead
     return {
         "nodes": [asdict(node) for node in scaled(scale)], "time_scale": scale,
         "tasks": count, "seed": seed, "model_mix": dict(MODEL_MIX), "num_predict": TOKENS,
         "priorities": PRIORITIES, "total_slots": total_slots(),
-        "workers": f"hive.high, hive.medium, hive.low: one worker each, prefork, concurrency {execution_concurrency()} "
-                   f"(= {total_slots()} slots + {queue_ahead()} queued ahead x {len(CLUSTER)} nodes + 2), prefetch 1, "
+        "workers": f"hive.high, hive.medium, hive.low: one worker each, prefork, concurrency {execution_concurrency(ahead=ahead)} "
+                   f"(= {total_slots()} slots + {ahead} queued ahead x {len(CLUSTER)} nodes + 2), prefetch 1, "
                    "-O fair; hive.control: concurrency 1; beat",
     }
 
@@ -413,7 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         workload_path = env.run_dir / "workload.json"
         write_json(workload_path, workload)
         write_json(env.run_dir / "meta.json", {"tasks": options.tasks, "seed": options.seed, "scale": options.scale,
-                                               "environment": env.describe()})
+                                               "queue_ahead": queue_ahead(), "environment": env.describe()})
         for strategy in strategies:
             log(f"placement: running {strategy} ({options.tasks} tasks, seed {options.seed})")
             out = env.run_dir / strategy / "raw.json"
@@ -444,7 +449,8 @@ def report_again(run_dir: Path) -> dict[str, Any]:
             for strategy in STRATEGIES if (run_dir / strategy / "raw.json").exists()}
     result = {
         "benchmark": "placement", "date": datetime.fromtimestamp(run_dir.stat().st_mtime).isoformat(timespec="seconds"),
-        "settings": settings_summary(meta["tasks"], meta["seed"], meta["scale"]), "environment": meta["environment"],
+        "settings": settings_summary(meta["tasks"], meta["seed"], meta["scale"], meta.get("queue_ahead")),
+        "environment": meta["environment"],
         "bounds": lower_bounds(workload, cluster), "runs": runs, "comparison": compare(runs),
         "wall_seconds": 0.0, "run_dir": str(run_dir),
     }
