@@ -279,6 +279,7 @@ class Placement:
         # what an eviction does to the model it throws out (see shifts_capacity_well).
         self.work: Counter[str] = work if work is not None else Counter()
         self.lines: list[Timeline] = lines or []
+        self._warm_capacity: dict[tuple[str, int], float] = {}  # cleared when a timeline loads a model
         self._rr_last = ""
         if strategy == "round_robin":
             self._rr_last = (get_redis().get(ROUND_ROBIN_KEY) or b"").decode()
@@ -307,9 +308,17 @@ class Placement:
 
     def backlog(self, model: str, extra_tokens: float = 0.0, without: Timeline | None = None) -> float:
         """Seconds the pending work for ``model`` takes on the capacity where it is warm."""
-        warm = sum(self.capacity(other) for other in self.lines if other is not without and other.is_warm(model))
+        key = (canonical(model), id(without))
+        warm = self._warm_capacity.get(key)
+        if warm is None:
+            warm = self._warm_capacity[key] = sum(
+                self.capacity(other) for other in self.lines if other is not without and other.is_warm(model))
         work = self.work.get(canonical(model), 0.0) + extra_tokens
         return work / warm if warm > 0 else float("inf")
+
+    def residency_changed(self) -> None:
+        """A timeline loaded a model (and may have evicted one)."""
+        self._warm_capacity.clear()
 
     def shifts_capacity_well(self, task: Task, line: Timeline, victim: str) -> bool:
         """Would evicting ``victim`` from this agent to load the task's model help?
@@ -442,10 +451,15 @@ def schedule_once(strategy: str | None = None) -> PassResult:
                     if cold:
                         record_residency(line.agent, model, line)
                     line.take(finish, model, dispatched=True)
+                    if cold:
+                        placement.residency_changed()
                     result.placed.append((task.pk, line.agent.pk))
                     continue
             start = line.start()
+            loads = not line.is_warm(model)
             line.take(finish, model)
+            if loads:
+                placement.residency_changed()
             group = frozenset(p.agent.pk for p in preferred)
             position = 1 + sum(n for other, n in competitors.items() if other & group)
             competitors[group] = competitors.get(group, 0) + 1
