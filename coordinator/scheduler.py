@@ -429,15 +429,22 @@ def schedule_once(strategy: str | None = None) -> PassResult:
     placement = Placement(strategy or settings.HIVE_PLACEMENT, estimator, demand, work, lines)
     info: dict[str, dict[str, Any]] = {}
     competitors: dict[frozenset[Any], int] = {}
+    capable: dict[tuple[str, str, Any], list[Timeline]] = {}
     # One transaction for the pass's claims: their messages go out together at commit.
     with transaction.atomic():
         for task in tasks:
             if task.model:
                 demand[canonical(task.model)] -= 1
                 work[canonical(task.model)] -= estimator.tokens(task)
-            possible = [line for line in lines if can_run(task, line.agent)]
+            # Tasks alike (type, model, pin) can run on the same agents: work that out once.
+            kind = (task.task_type, task.model, task.pinned_agent_id)
+            possible = capable.get(kind)
+            if possible is None:
+                possible = capable[kind] = [line for line in lines if can_run(task, line.agent)]
             # An agent that failed this task is used again only when nothing else could run it.
-            preferred = [line for line in possible if str(line.agent.pk) not in task.excluded_agents] or possible
+            preferred = possible
+            if task.excluded_agents:
+                preferred = [line for line in possible if str(line.agent.pk) not in task.excluded_agents] or possible
             if not preferred:
                 info[str(task.pk)] = {"reason": waiting_reason(task, lines), "position": None, "eta": None}
                 result.waiting += 1
