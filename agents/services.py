@@ -5,7 +5,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -176,7 +176,7 @@ def _smooth(previous: float, sample: float) -> float:
 EXPIRY_REFRESH_SECONDS = 2.0
 
 
-def _expiry_is_fresh(agent: Agent, model: str, now: Any) -> bool:
+def _expiry_is_fresh(agent: Agent, model: str, now: datetime) -> bool:
     for entry in agent.models_loaded:
         if isinstance(entry, dict) and (entry.get("name") or entry.get("model")) == model:
             expires = parse_ollama_time(entry.get("expires_at"))

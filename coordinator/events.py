@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -39,9 +38,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from redis.exceptions import NoScriptError
 
-from hive_project.redis_client import get_redis
+from hive_project.redis_client import get_redis, script
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +94,6 @@ for i = 0, #KEYS / 3 - 1 do
 end
 return seqs
 """
-_APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
 
 
 @dataclass
@@ -178,23 +175,17 @@ def append(topics: list[str], payload: str, *, event: HiveEvent | None = None,
     """Store the event in each topic's log and, given the channel prefix, publish it
     live; returns its sequence number in each topic.
 
-    One round trip for all of it: EVALSHA (redis-py's Script objects would first ask
-    SCRIPT EXISTS every time), loading the script only when Redis answers NOSCRIPT.
+    One round trip for all of it (one script call).
     """
     keys: list[str] = []
     args: list[Any] = [payload, settings.HIVE_EVENT_RETENTION, settings.HIVE_EVENT_RETENTION_SECONDS]
     for topic in topics:
-        live = channel_prefix is not None and event is not None
-        keys += [_SEQ_KEY.format(topic=topic), _LOG_KEY.format(topic=topic),
-                 f"{channel_prefix}{group_name(topic)}" if live else "-"]
-        args += [topic, *(_frame_parts(topic, event.id, event.timestamp) if live and event else ("", ""))]
-    client = get_redis()
-    try:
-        seqs = client.evalsha(_APPEND_SHA, len(keys), *keys, *args)
-    except NoScriptError:
-        client.script_load(_APPEND)
-        seqs = client.evalsha(_APPEND_SHA, len(keys), *keys, *args)
-    return [int(seq) for seq in seqs]
+        keys += [_SEQ_KEY.format(topic=topic), _LOG_KEY.format(topic=topic), "-"]
+        args += [topic, "", ""]
+        if channel_prefix is not None and event is not None:
+            keys[-1] = f"{channel_prefix}{group_name(topic)}"
+            args[-2:] = _frame_parts(topic, event.id, event.timestamp)
+    return [int(seq) for seq in script(_APPEND)(keys=keys, args=args)]
 
 
 @functools.cache

@@ -36,7 +36,7 @@ from agents.models import Agent, parse_ollama_time
 from coordinator import events
 from coordinator.dispatch import PASS_REQUESTED_KEY, send_execution
 from coordinator.models import Task, TaskDependency
-from hive_project.redis_client import get_redis
+from hive_project.redis_client import get_redis, script
 
 logger = logging.getLogger(__name__)
 
@@ -555,29 +555,18 @@ return redis.call('EXISTS', KEYS[2])
 """
 
 
-def _script(source: str) -> Any:
-    """A registered script (EVALSHA, loaded on NOSCRIPT), one per process."""
-    script = _scripts.get(source)
-    if script is None:
-        script = _scripts[source] = get_redis().register_script(source)
-    return script
-
-
-_scripts: dict[str, Any] = {}
-
-
 def run_pass() -> PassResult | None:
     """Run passes until no request arrived meanwhile; None if another process holds the lock."""
     token = uuid.uuid4().hex
     ttl_ms = LOCK_TIMEOUT * 1000
     total = PassResult()
     while True:
-        if not _script(_PASS_START)(keys=[DIRTY_KEY, LOCK_KEY], args=[token, ttl_ms]):
+        if not script(_PASS_START)(keys=[DIRTY_KEY, LOCK_KEY], args=[token, ttl_ms]):
             # The holder will see the dirty flag and run once more for us.
             return None
         try:
             while True:
-                step = _script(_PASS_NEXT)(keys=[DIRTY_KEY, LOCK_KEY, PASS_REQUESTED_KEY], args=[token, ttl_ms])
+                step = script(_PASS_NEXT)(keys=[DIRTY_KEY, LOCK_KEY, PASS_REQUESTED_KEY], args=[token, ttl_ms])
                 if step == 0:
                     break
                 if step < 0:
@@ -589,7 +578,7 @@ def run_pass() -> PassResult | None:
         finally:
             # A request that set the flag between our last check and the release found
             # the lock still taken; pick it up with another round.
-            again = _script(_PASS_END)(keys=[LOCK_KEY, DIRTY_KEY], args=[token])
+            again = script(_PASS_END)(keys=[LOCK_KEY, DIRTY_KEY], args=[token])
         if not again:
             publish_cluster_status_soon()
             return total
