@@ -41,6 +41,12 @@ async def recv_type(ws: Any, kind: str, timeout: float = 5.0) -> dict[str, Any]:
             return message
 
 
+async def subscribe(ws: Any, topic: str, **extra: Any) -> int:
+    """Subscribe and wait for the acknowledgement; returns the topic's current seq."""
+    await ws.send(json.dumps({"type": "subscribe", "topic": topic, **extra}))
+    return (await recv_type(ws, "subscribe"))["data"]["seq"]
+
+
 def publish_now(event_type: str, topics: list[str], **data: Any) -> None:
     events.publish(event_type, "test", data, topics)  # outside a transaction: delivered at once
     events.flush()
@@ -86,8 +92,7 @@ def test_a_wildcard_subscription_gets_every_topic_of_its_family(web, actors):
     @async_to_sync
     async def run() -> None:
         async with websockets.connect(ws_url(web, token)) as ws:
-            await ws.send(json.dumps({"type": "subscribe", "topic": "task.*"}))
-            await recv_type(ws, "subscribe")
+            await subscribe(ws, "task.*")
             await asyncio.to_thread(publish_now, "task.created", ["task.a1"], n=1)
             await asyncio.to_thread(publish_now, "task.created", ["task.b2"], n=2)
             first, second = await recv_type(ws, "data"), await recv_type(ws, "data")
@@ -117,19 +122,16 @@ def test_live_frames_are_the_same_whichever_way_events_are_published(web, actors
     """With channels_redis' pub/sub layer on Hive's Redis the append script publishes
     the live message itself; any other layer gets group_send from the sender thread.
     Both must give subscribers the frame that catch-up would build from the log."""
-    from coordinator import events as events_module
-
     if not direct:
-        monkeypatch.setattr(events_module, "_direct_channel_prefix", lambda: None)
+        monkeypatch.setattr(events, "_direct_channel_prefix", lambda: None)
     else:
-        assert events_module._direct_channel_prefix() is not None, "the default settings publish from the script"
+        assert events._direct_channel_prefix() is not None, "the default settings publish from the script"
     token = token_for(actors.viewer)
 
     @async_to_sync
     async def run() -> None:
         async with websockets.connect(ws_url(web, token)) as ws:
-            await ws.send(json.dumps({"type": "subscribe", "topic": "task.*"}))
-            start = (await recv_type(ws, "subscribe"))["data"]["seq"]
+            start = await subscribe(ws, "task.*")
             for n in range(3):
                 await asyncio.to_thread(publish_now, "task.progress", [f"task.f{n}"], n=n, text="é \u2028 \"q\"")
             raw = [await asyncio.wait_for(ws.recv(), 5) for _ in range(3)]
@@ -186,15 +188,13 @@ def test_a_reconnecting_subscriber_gets_what_it_missed_then_live_events_without_
     @async_to_sync
     async def run() -> None:
         async with websockets.connect(ws_url(web, token)) as ws:
-            await ws.send(json.dumps({"type": "subscribe", "topic": "task.r1"}))
-            await recv_type(ws, "subscribe")
+            await subscribe(ws, "task.r1")
             await asyncio.to_thread(publish_now, "task.progress", ["task.r1"], n=1)
             seen = (await recv_type(ws, "data"))["seq"]
         for n in (2, 3, 4):  # while disconnected
             await asyncio.to_thread(publish_now, "task.progress", ["task.r1"], n=n)
         async with websockets.connect(ws_url(web, token)) as ws:
-            await ws.send(json.dumps({"type": "subscribe", "topic": "task.r1", "last_seq": seen}))
-            await recv_type(ws, "subscribe")
+            await subscribe(ws, "task.r1", last_seq=seen)
             replayed = [(await recv_type(ws, "data"))["data"]["data"]["n"] for _ in range(3)]
             assert replayed == [2, 3, 4]
             await asyncio.to_thread(publish_now, "task.progress", ["task.r1"], n=5)
@@ -213,8 +213,7 @@ def test_a_gap_in_live_delivery_is_filled_from_the_log(web, actors):
     @async_to_sync
     async def run() -> None:
         async with websockets.connect(ws_url(web, token)) as ws:
-            await ws.send(json.dumps({"type": "subscribe", "topic": "task.g1"}))
-            start = (await recv_type(ws, "subscribe"))["data"]["seq"]
+            start = await subscribe(ws, "task.g1")
             # Simulate a dropped message: append to the log without a channel-layer send.
             event = events.HiveEvent(type="task.progress", source="test", data={"n": "dropped"})
             await asyncio.to_thread(events.append, ["task.g1"], event.to_json())
