@@ -206,7 +206,8 @@ def build_children(config: RunConfig) -> list[ChildSpec]:
               "--host", config.host, "--port", str(config.port),
               # Django has no lifespan support; open WebSockets must not hold up a stop.
               "--lifespan", "off", "--timeout-graceful-shutdown", "5"],
-        env=env, cwd=cwd,
+        # Django's advice for ASGI: no persistent connections in the web process.
+        env={**env, "HIVE_DB_CONN_MAX_AGE": "0"}, cwd=cwd,
         ready_check=_port_open(config.host, config.port),
     ))
     return children
