@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -103,9 +102,10 @@ def plain_round(number: int, n: int, url: str, tokens: int, worker: Any) -> dict
 
 def hive_round(n: int, tokens: int, worker: Any, control: Any) -> dict[str, Any]:
     from coordinator.models import Task
+    from coordinator.scheduler import rounds_so_far
     from coordinator.services import create_tasks
 
-    passes_before = _count_passes(control.output())
+    passes_before = rounds_so_far()
     cpu_before = {"workers": worker.cpu(), "control": control.cpu()}
     own_before, load = time.process_time(), os.getloadavg()[0]
     ids = []
@@ -137,13 +137,9 @@ def hive_round(n: int, tokens: int, worker: Any, control: Any) -> dict[str, Any]
         "created_to_queued_p50": percentile([secs(r[1], r[2]) for r in done], 50),
         "queued_to_started_p50": percentile([secs(r[2], r[3]) for r in done], 50),
         "run_p50": percentile([secs(r[3], r[4]) for r in done], 50),
-        "passes": _count_passes(control.output()) - passes_before,
+        "passes": rounds_so_far() - passes_before,
         "cpu": cpu, "loadavg_1m": load,
     }
-
-
-def _count_passes(output: str) -> int:
-    return len(re.findall(r"Task hive\.run_scheduling_pass\[[^\]]+\] succeeded", output))
 
 
 def _wait(check: Any, timeout: float, what: str) -> None:
@@ -382,7 +378,7 @@ def report(result: dict[str, Any]) -> str:
     ]
     for plain, hive in zip(raw["plain"], raw["hive"], strict=True):
         lines.append(f"    {plain['throughput']:6.1f} | {hive['throughput']:6.1f};  {hive['created_to_queued_p50']:.3f}s / "
-                     f"{hive['queued_to_started_p50']:.3f}s / {hive['run_p50']:.3f}s;  {hive['passes']} passes for "
+                     f"{hive['queued_to_started_p50']:.3f}s / {hive['run_p50']:.3f}s;  {hive['passes']} scheduling rounds for "
                      f"{hive['n']} tasks;  submit took {plain['submit_seconds']:.1f}s | {hive['submit_seconds']:.1f}s")
     lines += ["", "  one Hive task, in-process (median of 5): SQL statements (writes), Redis round trips, "
                   "HTTP clients created, CPU ms"]

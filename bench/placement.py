@@ -278,6 +278,7 @@ def _measure(strategy: str, workload: list[dict[str, Any]], out: Path, procs: An
     from agents.models import Agent
     from agents.services import probe_agent, register_agent
     from coordinator.models import Task
+    from coordinator.scheduler import rounds_so_far
     from coordinator.services import create_tasks
 
     agents = {}
@@ -320,6 +321,7 @@ def _measure(strategy: str, workload: list[dict[str, Any]], out: Path, procs: An
               "nodes": [p for p in procs.procs if p.name.startswith("sim-")]}
     cpu_before = {name: sum(p.cpu() for p in group) for name, group in groups.items()}
     load_before = os.getloadavg()[0]
+    rounds_before = rounds_so_far()
     submitted = time.time()
     tasks = create_tasks(specs)
     ids = [t.pk for t in tasks]
@@ -350,7 +352,8 @@ def _measure(strategy: str, workload: list[dict[str, Any]], out: Path, procs: An
         "strategy": strategy, "tasks": rows, "sims_before": sims_before, "sims_after": sims_after,
         "measured": measured, "concurrency": concurrency, "wall": wall,
         "cpu_seconds": cpu, "loadavg_1m": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
-        "passes": _celery_timings(control.output(), "hive.run_scheduling_pass"),
+        "passes": {**_celery_timings(control.output(), "hive.run_scheduling_pass"),
+                   "rounds": rounds_so_far() - rounds_before},
         "executions": _celery_timings("".join(w.output() for w in workers), "hive.execute_task"),
     })
 
@@ -523,9 +526,9 @@ def report(result: dict[str, Any]) -> str:
             f"{n['busy']:>3.0%} {n['cold_loads']:>2}" for slug, n in run["per_node"].items()))
     lines += [
         "",
-        "  diagnostics  dispatch/s   refill  worker    executor overhead  slot time /  passes          CPU s during run"
+        "  diagnostics  dispatch/s   refill  worker    executor overhead  slot time /  scheduling      CPU s during run"
         "     load avg",
-        "               needed  got  gap p50 pickup p95  p50     p90     estimate p50  n    p50   p95  control exec nodes",
+        "               needed  got  gap p50 pickup p95  p50     p90     estimate p50 rounds tasks p95 control exec nodes",
     ]
     for name, run in runs.items():
         passes, cpu = run["passes"], run["cpu_seconds"]
@@ -533,7 +536,8 @@ def report(result: dict[str, Any]) -> str:
             f"  {name:<12} {run['dispatch_rate_needed']:>6.1f} {run['dispatch_rate_achieved']:>4.1f}  "
             f"{_s(run['dispatch_gap_p50'], 2):>6}  {_s(run['pickup_p95'], 2):>6}    {_s(run['executor_overhead_p50'], 2):>6} "
             f"{_s(run['executor_overhead_p90'], 2):>6}     {run['slot_time_vs_estimate_p50']:>6.1f}x     "
-            f"{passes['count']:>4} {passes['p50']:>4.2f} {passes['p95']:>5.2f} {cpu['control']:>7.0f} {cpu['execution']:>4.0f} "
+            f"{passes.get('rounds', passes['count']):>4} {passes['count']:>4} {passes['p95']:>5.2f} "
+            f"{cpu['control']:>7.0f} {cpu['execution']:>4.0f} "
             f"{cpu['nodes']:>5.0f}  {run['loadavg_1m'][0]:.0f}->{run['loadavg_1m'][1]:.0f}")
     wall = f"   (wall time {result['wall_seconds']:.0f}s)" if result["wall_seconds"] else ""
     lines.append(f"\n  raw data and logs: {result['run_dir']}{wall}")

@@ -11,13 +11,21 @@ from django.db import transaction
 
 from hive_project import queues
 
-# Set while a scheduling-pass message is queued and its pass has not started: a burst
-# of submissions or completions then costs one pass, not one per event. The pass
-# clears it when it starts, so a request arriving during a pass queues the next one.
-# The expiry bounds the damage if Redis loses the message (beat's safety-net pass
-# runs meanwhile).
+# A pass request is one script call. It notes that the state changed (the dirty flag
+# the pass loop takes) and sends a pass message only if none is queued or running:
+# the requested flag is set with the message and cleared by the pass task when it
+# leaves with nothing more to do, so a burst of submissions or completions costs one
+# message, and a pass that is running picks up every change noted meanwhile. The
+# expiry (renewed by a looping pass) bounds the damage if the message or its worker
+# is lost; beat's safety-net pass runs meanwhile.
 PASS_REQUESTED_KEY = "hive:scheduler:requested"
 PASS_REQUESTED_TTL = 10
+DIRTY_KEY = "hive:scheduler:dirty"
+
+_REQUEST = """
+redis.call('SET', KEYS[1], 1)
+return redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1]) and 1 or 0
+"""
 
 
 def request_scheduling_pass() -> None:
@@ -25,11 +33,16 @@ def request_scheduling_pass() -> None:
 
 
 def _request_pass() -> None:
-    from coordinator.tasks import run_scheduling_pass
-    from hive_project.redis_client import get_redis
+    from hive_project.redis_client import script
 
-    if get_redis().set(PASS_REQUESTED_KEY, 1, nx=True, ex=PASS_REQUESTED_TTL):
-        run_scheduling_pass.apply_async(queue=queues.CONTROL)
+    if script(_REQUEST)(keys=[DIRTY_KEY, PASS_REQUESTED_KEY], args=[PASS_REQUESTED_TTL]):
+        send_pass_message()
+
+
+def send_pass_message() -> None:
+    from coordinator.tasks import run_scheduling_pass
+
+    run_scheduling_pass.apply_async(queue=queues.CONTROL)
 
 
 MARKER_PREFIX = "hive:dispatch:"

@@ -34,17 +34,17 @@ from django.utils import timezone
 
 from agents.models import Agent, parse_ollama_time
 from coordinator import events
-from coordinator.dispatch import PASS_REQUESTED_KEY, send_execution
+from coordinator.dispatch import DIRTY_KEY, PASS_REQUESTED_KEY, PASS_REQUESTED_TTL, send_execution, send_pass_message
 from coordinator.models import Task, TaskDependency
 from hive_project.redis_client import get_redis, script
 
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = "hive:scheduler:lock"
-DIRTY_KEY = "hive:scheduler:dirty"
 QUEUE_INFO_KEY = "hive:scheduler:queue"
 ROUND_ROBIN_KEY = "hive:scheduler:rr"
 QUEUE_FRESH_KEY = "hive:scheduler:queue-fresh"
+ROUNDS_KEY = "hive:scheduler:rounds"  # scheduling rounds run so far (the benchmarks read it)
 # Short, and renewed by a live pass: a worker killed mid-pass frees the lock within this.
 LOCK_TIMEOUT = 10
 MAX_TASKS_PER_PASS = 1000
@@ -64,6 +64,7 @@ class PassResult:
     placed: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
     waiting: int = 0
     failed_by_dependency: int = 0
+    rounds: int = 0
 
 
 def resolve_model(task: Task, agent: Agent) -> str:
@@ -535,9 +536,11 @@ def _claim(task: Task, agent: Agent, model: str, *, cold: bool) -> bool:
 
 
 # The pass lock in three scripts, one round trip each: start (note the request, try
-# the lock), next (take the note, keep the lock, clear the queued-request flag) and
-# end (release, see whether a note arrived meanwhile). Same semantics as redis-py's
-# Lock plus the separate commands they replace, at a third of the round trips.
+# the lock), next (take the dirty note, keep the lock and the requested flag alive)
+# and end (release; clear the requested flag unless a note arrived meanwhile, so a
+# request either finds the flag gone and sends a message, or leaves a note this
+# pass sees). Same semantics as redis-py's Lock plus the separate commands they
+# replace, at a third of the round trips.
 _PASS_START = """
 redis.call('SET', KEYS[1], 1)
 return redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
@@ -546,42 +549,69 @@ _PASS_NEXT = """
 if not redis.call('GETDEL', KEYS[1]) then return 0 end
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('DEL', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('INCR', KEYS[4])
 return 1
 """
 _PASS_END = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return redis.call('EXISTS', KEYS[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+redis.call('DEL', KEYS[3])
+return 0
 """
+# One pass task keeps looping while requests arrive, for at most this long; then it
+# queues its successor, so the control worker's other jobs (probes, the reconciler,
+# workflow steps) get their turn under a steady stream of work.
+PASS_TASK_BUDGET = 5.0
 
 
 def run_pass() -> PassResult | None:
-    """Run passes until no request arrived meanwhile; None if another process holds the lock."""
+    """Run rounds until no request arrived meanwhile; None if another process holds the lock.
+
+    Rounds start at least HIVE_PASS_INTERVAL apart: under a stream of submissions and
+    completions one round places everything that arrived in the interval, instead of
+    one round (reading every pending task and agent) per event."""
     token = uuid.uuid4().hex
     ttl_ms = LOCK_TIMEOUT * 1000
+    keys = [DIRTY_KEY, LOCK_KEY, PASS_REQUESTED_KEY, ROUNDS_KEY]
     total = PassResult()
+    began = time.monotonic()
+    next_round = began
     while True:
         if not script(_PASS_START)(keys=[DIRTY_KEY, LOCK_KEY], args=[token, ttl_ms]):
             # The holder will see the dirty flag and run once more for us.
             return None
         try:
             while True:
-                step = script(_PASS_NEXT)(keys=[DIRTY_KEY, LOCK_KEY, PASS_REQUESTED_KEY], args=[token, ttl_ms])
+                time.sleep(max(next_round - time.monotonic(), 0.0))
+                step = script(_PASS_NEXT)(keys=keys, args=[token, ttl_ms, PASS_REQUESTED_TTL * 1000])
                 if step == 0:
                     break
                 if step < 0:
                     raise RuntimeError(f"the scheduling lock expired during a pass (longer than {LOCK_TIMEOUT}s)")
+                next_round = time.monotonic() + settings.HIVE_PASS_INTERVAL
                 result = schedule_once()
                 total.placed.extend(result.placed)
                 total.waiting = result.waiting
                 total.failed_by_dependency += result.failed_by_dependency
+                total.rounds += 1
+                if time.monotonic() - began > PASS_TASK_BUDGET:
+                    break
         finally:
             # A request that set the flag between our last check and the release found
             # the lock still taken; pick it up with another round.
-            again = script(_PASS_END)(keys=[LOCK_KEY, DIRTY_KEY], args=[token])
+            again = script(_PASS_END)(keys=[LOCK_KEY, DIRTY_KEY, PASS_REQUESTED_KEY], args=[token])
+        if again and time.monotonic() - began > PASS_TASK_BUDGET:
+            send_pass_message()  # the requested flag stays set: it stands for this message now
+            again = 0
         if not again:
             publish_cluster_status_soon()
             return total
+
+
+def rounds_so_far() -> int:
+    """Scheduling rounds run in this cluster since Redis was last emptied."""
+    return int(get_redis().get(ROUNDS_KEY) or 0)
 
 
 def publish_cluster_status() -> None:

@@ -32,9 +32,9 @@ def execute_task(self: Any, task_id: str, dispatch_id: str) -> str:
 
 
 @shared_task(name="hive.run_scheduling_pass", ignore_result=True, soft_time_limit=50, time_limit=60)
-def run_scheduling_pass() -> int:
+def run_scheduling_pass() -> dict[str, int]:
     result = scheduler.run_pass()
-    return len(result.placed) if result else 0
+    return {"rounds": result.rounds, "placed": len(result.placed)} if result else {"rounds": 0, "placed": 0}
 
 
 @shared_task(name="hive.reconcile", ignore_result=True, soft_time_limit=50, time_limit=60)

@@ -181,6 +181,80 @@ def test_the_run_pass_lock_lets_one_pass_run_at_a_time():
     assert result is not None and [pk for pk, _ in result.placed] == [task.pk]
 
 
+class PassMessages:
+    """Counts the pass messages a request would send (no worker in these tests)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from coordinator import dispatch
+
+        self.sent = 0
+        monkeypatch.setattr(dispatch, "send_pass_message", self.send)
+        monkeypatch.setattr(scheduler, "send_pass_message", self.send)
+
+    def send(self) -> None:
+        self.sent += 1
+
+
+def test_requests_while_a_pass_is_queued_or_running_send_no_more_messages(monkeypatch, settings):
+    from coordinator.dispatch import _request_pass
+
+    settings.HIVE_PASS_INTERVAL = 0
+    messages = PassMessages(monkeypatch)
+    _request_pass()
+    _request_pass()
+    assert messages.sent == 1, "one message stands for every request until its pass is done"
+
+    rounds: list[int] = []
+    real_round = scheduler.schedule_once
+
+    def one_round() -> scheduler.PassResult:
+        rounds.append(1)
+        if len(rounds) == 1:
+            _request_pass()  # a task finishes while the first round runs
+        return real_round()
+
+    monkeypatch.setattr(scheduler, "schedule_once", one_round)
+    result = scheduler.run_pass()
+    assert result is not None and result.rounds == 2 == len(rounds), "the running pass picked the change up itself"
+    assert messages.sent == 1, "and no message was sent for it"
+    _request_pass()
+    assert messages.sent == 2, "once the pass is done, the next request sends a message again"
+
+
+def test_rounds_of_a_busy_pass_are_spaced_and_a_long_pass_hands_over(monkeypatch, settings):
+    import time
+
+    from coordinator.dispatch import PASS_REQUESTED_KEY, _request_pass
+    from hive_project.redis_client import get_redis
+
+    settings.HIVE_PASS_INTERVAL = 0.2
+    messages = PassMessages(monkeypatch)
+    starts: list[float] = []
+
+    def busy_round() -> scheduler.PassResult:
+        starts.append(time.monotonic())
+        if len(starts) < 3:
+            _request_pass()  # work keeps arriving during the first two rounds
+        return scheduler.PassResult()
+
+    monkeypatch.setattr(scheduler, "schedule_once", busy_round)
+    result = scheduler.run_pass()
+    assert result is not None and result.rounds == 3
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.2, f"rounds start HIVE_PASS_INTERVAL apart: {gaps}"
+    assert messages.sent == 1 and not get_redis().exists(PASS_REQUESTED_KEY)
+
+    # Past its time budget with changes still arriving, a pass queues its successor
+    # and leaves, keeping the requested flag: that message now stands for it.
+    monkeypatch.setattr(scheduler, "PASS_TASK_BUDGET", 0.0)
+    starts.clear()
+    _request_pass()  # the message this pass runs for
+    result = scheduler.run_pass()
+    assert result is not None and result.rounds == 1
+    assert messages.sent == 3 and get_redis().exists(PASS_REQUESTED_KEY)
+    assert scheduler.rounds_so_far() == 4
+
+
 def test_the_reconciler_returns_tasks_whose_lease_expired():
     from datetime import timedelta
 
