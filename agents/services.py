@@ -164,8 +164,43 @@ def probe_backoff(failures: int) -> float:
 SMOOTHING = 0.3
 
 
-def _smooth(previous: float, sample: float) -> float:
-    return sample if previous <= 0 else previous + SMOOTHING * (sample - previous)
+def _smooth(previous: float, sample: float, count: int = 1) -> float:
+    """The speed after ``count`` samples averaging ``sample``: exactly the one-by-one
+    smoothing when they are alike."""
+    return sample if previous <= 0 else previous + _weight(count) * (sample - previous)
+
+
+def _weight(count: int) -> float:
+    return 1 - (1 - SMOOTHING) ** count
+
+
+# A worker process finishing many short tasks on one agent writes the agent's speed
+# at most once per this many seconds; the samples in between are folded into its
+# next write for that agent (a process that exits first drops them: the speed is an
+# estimate, and the next tasks measure it again). A success after failures always
+# writes at once: it closes the circuit.
+SPEED_WRITE_INTERVAL = 1.0
+
+
+@dataclass
+class _Samples:
+    written_at: float = float("-inf")
+    count: int = 0
+    total: float = 0.0
+
+    def add(self, tps: float | None) -> None:
+        if tps:
+            self.count += 1
+            self.total += tps
+
+    def take(self) -> tuple[int, float]:
+        """(count, mean) of the samples folded since the last write; starts a new interval."""
+        taken = (self.count, self.total / self.count if self.count else 0.0)
+        self.count, self.total, self.written_at = 0, 0.0, time.monotonic()
+        return taken
+
+
+_speed_samples: dict[Any, _Samples] = {}
 
 
 # A warm task rewrites the agent's models_loaded entry (pushing its expiry forward)
@@ -191,21 +226,28 @@ def record_success(agent: Agent, model: str, *, tps: float | None, load_seconds:
 
     ``agent`` is the row as the task's claim read it. The common case (a warm model
     whose recorded expiry is recent) is one UPDATE that smooths the speed in SQL, so
-    the workers finishing tasks on one agent never queue for its row lock."""
+    the workers finishing tasks on one agent never queue for its row lock, and each
+    worker process makes it at most once per SPEED_WRITE_INTERVAL for an agent."""
     now = timezone.now()
+    samples = _speed_samples.setdefault(agent.pk, _Samples())
+    samples.add(tps)
     if was_warm and _expiry_is_fresh(agent, model, now):
+        if agent.consecutive_failures == 0 and time.monotonic() - samples.written_at < SPEED_WRITE_INTERVAL:
+            return
+        count, mean = samples.take()
         update: dict[str, Any] = {"consecutive_failures": 0, "last_seen": now}
-        if tps:
+        if count:
             update["tokens_per_second"] = Case(
-                When(tokens_per_second__lte=0, then=Value(float(tps))),
-                default=F("tokens_per_second") + SMOOTHING * (Value(float(tps)) - F("tokens_per_second")),
+                When(tokens_per_second__lte=0, then=Value(mean)),
+                default=F("tokens_per_second") + _weight(count) * (Value(mean) - F("tokens_per_second")),
                 output_field=FloatField())
         if not Agent.objects.filter(pk=agent.pk).update(**update):
             return
-        smoothed = _smooth(agent.tokens_per_second, tps) if tps else agent.tokens_per_second
+        smoothed = _smooth(agent.tokens_per_second, mean, count) if count else agent.tokens_per_second
         events.agent_event(events.AGENT_PERFORMANCE_UPDATE, agent, tokens_per_second=round(smoothed, 2),
-                           last_tps=tps, model=model, cold_load=False, load_seconds=None)
+                           last_tps=tps, samples=count, model=model, cold_load=False, load_seconds=None)
         return
+    count, mean = samples.take()
     refreshed: list[dict[str, Any]] | None = None
     if not was_warm:
         # A cold load may have evicted other models; ask the node what it holds now.
@@ -220,8 +262,8 @@ def record_success(agent: Agent, model: str, *, tps: float | None, load_seconds:
         if fresh is None:
             return
         update = {"consecutive_failures": 0, "last_seen": now}
-        if tps:
-            update["tokens_per_second"] = _smooth(fresh.tokens_per_second, tps)
+        if count:
+            update["tokens_per_second"] = _smooth(fresh.tokens_per_second, mean, count)
         if not was_warm and load_seconds > 0:
             update["load_seconds"] = _smooth(fresh.load_seconds, load_seconds)
         if refreshed is not None:
@@ -233,7 +275,7 @@ def record_success(agent: Agent, model: str, *, tps: float | None, load_seconds:
         Agent.objects.filter(pk=agent.pk).update(**update)
         fresh.tokens_per_second = update.get("tokens_per_second", fresh.tokens_per_second)
         events.agent_event(events.AGENT_PERFORMANCE_UPDATE, fresh, tokens_per_second=round(fresh.tokens_per_second, 2),
-                           last_tps=tps, model=model, cold_load=not was_warm,
+                           last_tps=tps, samples=count, model=model, cold_load=not was_warm,
                            load_seconds=round(load_seconds, 3) if not was_warm else None)
 
 

@@ -35,9 +35,11 @@ def _clean_redis_state(redis_server: str) -> Iterator[None]:
     """Throttle counters and scheduler flags must not leak between tests."""
     yield
     redis.Redis.from_url(redis_server).flushdb()
+    from agents import services
     from coordinator import scheduler
 
-    scheduler._typical_tokens = (float("-inf"), 0.0)  # per-process cache of a database value
+    scheduler._typical_tokens = (float("-inf"), 0.0)  # per-process caches
+    services._speed_samples.clear()
 
 
 class Actors:
