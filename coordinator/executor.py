@@ -18,7 +18,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -198,7 +198,6 @@ def lease_keeper() -> LeaseKeeper:
 
 
 def execute(task_id: str, dispatch_id: str, worker: str) -> str:
-    close_old_connections()
     task = claim(task_id, dispatch_id, worker)
     if task is None:
         return "skipped"

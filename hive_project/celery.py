@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import task_prerun, worker_ready
 from kombu import Queue
 
 from hive_project import queues
@@ -22,3 +22,12 @@ def _catch_up_on_start(sender: object = None, **kwargs: object) -> None:
     # A worker that (re)joins may be what a stranded task was waiting for.
     sender_app = getattr(sender, "app", app)
     sender_app.send_task("hive.reconcile", queue=queues.CONTROL)
+
+
+@task_prerun.connect
+def _check_database_connections(**kwargs: object) -> None:
+    # What Django does around each request: drop a connection that is past
+    # CONN_MAX_AGE, broken, or left in a failed state, so the task gets a working one.
+    from django.db import close_old_connections
+
+    close_old_connections()

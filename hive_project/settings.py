@@ -157,6 +157,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Celery's Django fixup closes every database connection before and after every task
+# unless this is set: a new connection per task (a TCP connect and a new PostgreSQL
+# backend, or reopening the SQLite file). Set, the fixup recycles them only after this
+# many tasks, and Hive applies Django's own CONN_MAX_AGE and health check before every
+# task instead (hive_project.celery).
+CELERY_DB_REUSE_MAX = 1000
 HIVE_TASK_TIME_LIMIT = env_int("HIVE_TASK_TIME_LIMIT", 1800, minimum=10)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Must exceed the longest task time limit, or Redis redelivers a message
