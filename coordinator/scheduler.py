@@ -595,6 +595,7 @@ def run_pass() -> PassResult | None:
                 total.waiting = result.waiting
                 total.failed_by_dependency += result.failed_by_dependency
                 total.rounds += 1
+                publish_cluster_status_soon()  # queue depths changed; at most one snapshot per window
                 if time.monotonic() - began > PASS_TASK_BUDGET:
                     break
         finally:
@@ -605,7 +606,6 @@ def run_pass() -> PassResult | None:
             send_pass_message()  # the requested flag stays set: it stands for this message now
             again = 0
         if not again:
-            publish_cluster_status_soon()
             return total
 
 
