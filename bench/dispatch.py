@@ -55,8 +55,8 @@ def run(n: int, rounds: int, concurrency: int, tokens: int, out: Path) -> None:
             httpx.post(f"{url}/api/generate", json={"model": MODEL}, timeout=10).raise_for_status()  # resident
             profile = [profile_one_task(agent, tokens) for _ in range(6)][1:]  # the first pays one-off imports
 
-            plain = procs.worker("plain", ["bench.plain"], concurrency, ("-I", "bench.plain_tasks"))
-            hive = procs.worker("hive-exec", list(queues.EXECUTION_QUEUES), concurrency)
+            plain = procs.worker("plain", ["bench.plain"], concurrency, ("-I", "bench.plain_tasks,bench.worker_probe"))
+            hive = procs.worker("hive-exec", list(queues.EXECUTION_QUEUES), concurrency, ("-I", "bench.worker_probe"))
             control = procs.worker("hive-control", [queues.CONTROL], 1)
             procs.wait_ready([plain, hive, control])
             time.sleep(2)  # let the start-up reconcile and the profile's leftover messages go through
@@ -79,10 +79,12 @@ def run(n: int, rounds: int, concurrency: int, tokens: int, out: Path) -> None:
 
 
 def plain_round(number: int, n: int, url: str, tokens: int, worker: Any) -> dict[str, Any]:
+    from bench import worker_probe
     from bench.plain_tasks import QUEUE, plain_generate
     from hive_project.redis_client import get_redis
 
     key = PLAIN_KEY.format(round=number)
+    worker_probe.take("bench.plain_generate")
     cpu_before, own_before, load = worker.cpu(), time.process_time(), os.getloadavg()[0]
     first = time.time()
     for index in range(n):
@@ -97,15 +99,18 @@ def plain_round(number: int, n: int, url: str, tokens: int, worker: Any) -> dict
         "wait_p50": percentile([r[1] - r[0] for r in rows], 50), "wait_p99": percentile([r[1] - r[0] for r in rows], 99),
         "run_p50": percentile([r[2] - r[1] for r in rows], 50),
         "cpu": {"workers": worker.cpu() - cpu_before, "submit": submit_cpu}, "loadavg_1m": load,
+        "body_cpu_ms_p50": percentile(worker_probe.take("bench.plain_generate"), 50),
     }
 
 
 def hive_round(n: int, tokens: int, worker: Any, control: Any) -> dict[str, Any]:
+    from bench import worker_probe
     from coordinator.models import Task
     from coordinator.scheduler import rounds_so_far
     from coordinator.services import create_tasks
 
     passes_before = rounds_so_far()
+    worker_probe.take("hive.execute_task")
     cpu_before = {"workers": worker.cpu(), "control": control.cpu()}
     own_before, load = time.process_time(), os.getloadavg()[0]
     ids = []
@@ -138,6 +143,7 @@ def hive_round(n: int, tokens: int, worker: Any, control: Any) -> dict[str, Any]
         "queued_to_started_p50": percentile([secs(r[2], r[3]) for r in done], 50),
         "run_p50": percentile([secs(r[3], r[4]) for r in done], 50),
         "passes": rounds_so_far() - passes_before,
+        "body_cpu_ms_p50": percentile(worker_probe.take("hive.execute_task"), 50),
         "cpu": cpu, "loadavg_1m": load,
     }
 
@@ -344,6 +350,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
                       "wait_p99": mean(side, "wait_p99"), "cpu_ms_per_task": per_task_cpu(side) * 1000}
                for side in ("plain", "hive")}
     for side in ("plain", "hive"):
+        bodies = [r["body_cpu_ms_p50"] for r in raw[side] if r.get("body_cpu_ms_p50") is not None]
+        summary[side]["body_cpu_ms_p50"] = statistics.mean(bodies) if bodies else None
         summary[side]["cpu_ms_split"] = {part: statistics.mean(r["cpu"][part] / r["n"] for r in raw[side]) * 1000
                                          for part in raw[side][0]["cpu"]}
     summary["ratio"] = summary["hive"]["throughput"] / summary["plain"]["throughput"]
@@ -373,6 +381,10 @@ def report(result: dict[str, Any]) -> str:
         "  CPU ms per task: " + " | ".join(
             f"{label} " + ", ".join(f"{part} {ms:.0f}" for part, ms in summary[side]["cpu_ms_split"].items())
             for side, label in (("plain", "plain:"), ("hive", "Hive:"))),
+        *([f"  CPU ms of one task's body in its pool process (p50): plain {summary['plain']['body_cpu_ms_p50']:.1f} | "
+           f"Hive {summary['hive']['body_cpu_ms_p50']:.1f}; the rest of the workers' CPU per task is Celery's"]
+          if summary["plain"].get("body_cpu_ms_p50") is not None and summary["hive"].get("body_cpu_ms_p50") is not None
+          else []),
         "",
         "  rounds (tasks/s plain | Hive; Hive stages p50: created->queued / queued->started / started->completed; passes):",
     ]
