@@ -25,9 +25,12 @@ def _catch_up_on_start(sender: object = None, **kwargs: object) -> None:
 
 
 @task_prerun.connect
-def _check_database_connections(**kwargs: object) -> None:
+def _check_database_connections(task: object = None, **kwargs: object) -> None:
     # What Django does around each request: drop a connection that is past
     # CONN_MAX_AGE, broken, or left in a failed state, so the task gets a working one.
+    # Not for a task run eagerly inside its caller (its connection is the caller's).
+    if getattr(getattr(task, "request", None), "is_eager", False):
+        return
     from django.db import close_old_connections
 
     close_old_connections()
