@@ -561,7 +561,7 @@ return 0
 """
 # One pass task keeps looping while requests arrive, for at most this long; then it
 # queues its successor, so the control worker's other jobs (probes, the reconciler,
-# workflow steps) get their turn under a steady stream of work.
+# workflow schedules, alerts) get their turn under a steady stream of work.
 PASS_TASK_BUDGET = 1.0
 
 
