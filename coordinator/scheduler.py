@@ -280,7 +280,7 @@ class Placement:
         # what an eviction does to the model it throws out (see shifts_capacity_well).
         self.work: Counter[str] = work if work is not None else Counter()
         self.lines: list[Timeline] = lines or []
-        self._warm_capacity: dict[tuple[str, int], float] = {}  # cleared when a timeline loads a model
+        self._warm_capacity: dict[tuple[str, int], float] = {}  # cleared when a booking loads a model
         self._rr_last = ""
         if strategy == "round_robin":
             self._rr_last = (get_redis().get(ROUND_ROBIN_KEY) or b"").decode()
@@ -317,9 +317,12 @@ class Placement:
         work = self.work.get(canonical(model), 0.0) + extra_tokens
         return work / warm if warm > 0 else float("inf")
 
-    def residency_changed(self) -> None:
-        """A timeline loaded a model (and may have evicted one)."""
-        self._warm_capacity.clear()
+    def take(self, line: Timeline, until: float, model: str, *, dispatched: bool = False) -> None:
+        """Book the slot on ``line``; a model it loads (and any it evicts) changes warm capacity."""
+        loads = not line.is_warm(model)
+        line.take(until, model, dispatched=dispatched)
+        if loads:
+            self._warm_capacity.clear()
 
     def shifts_capacity_well(self, task: Task, line: Timeline, victim: str) -> bool:
         """Would evicting ``victim`` from this agent to load the task's model help?
@@ -458,16 +461,11 @@ def schedule_once(strategy: str | None = None) -> PassResult:
                 if _claim(task, line.agent, model, cold=cold):
                     if cold:
                         record_residency(line.agent, model, line)
-                    line.take(finish, model, dispatched=True)
-                    if cold:
-                        placement.residency_changed()
+                    placement.take(line, finish, model, dispatched=True)
                     result.placed.append((task.pk, line.agent.pk))
                     continue
             start = line.start()
-            loads = not line.is_warm(model)
-            line.take(finish, model)
-            if loads:
-                placement.residency_changed()
+            placement.take(line, finish, model)
             group = frozenset(p.agent.pk for p in preferred)
             position = 1 + sum(n for other, n in competitors.items() if other & group)
             competitors[group] = competitors.get(group, 0) + 1
@@ -577,6 +575,10 @@ def run_pass() -> PassResult | None:
     total = PassResult()
     began = time.monotonic()
     next_round = began
+
+    def over_budget() -> bool:
+        return time.monotonic() - began > PASS_TASK_BUDGET
+
     while True:
         if not script(_PASS_START)(keys=[DIRTY_KEY, LOCK_KEY], args=[token, ttl_ms]):
             # The holder will see the dirty flag and run once more for us.
@@ -596,13 +598,13 @@ def run_pass() -> PassResult | None:
                 total.failed_by_dependency += result.failed_by_dependency
                 total.rounds += 1
                 publish_cluster_status_soon()  # queue depths changed; at most one snapshot per window
-                if time.monotonic() - began > PASS_TASK_BUDGET:
+                if over_budget():
                     break
         finally:
             # A request that set the flag between our last check and the release found
             # the lock still taken; pick it up with another round.
             again = script(_PASS_END)(keys=[LOCK_KEY, DIRTY_KEY, PASS_REQUESTED_KEY], args=[token])
-        if again and time.monotonic() - began > PASS_TASK_BUDGET:
+        if again and over_budget():
             send_pass_message()  # the requested flag stays set: it stands for this message now
             again = 0
         if not again:
