@@ -104,17 +104,18 @@ TEMPLATES = [
 # --- Database -----------------------------------------------------------------
 _database_url = env_str("DATABASE_URL", "")
 if _database_url:
-    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=env_int("HIVE_DB_CONN_MAX_AGE", 60))}
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES = {"default": dj_database_url.parse(_database_url)}
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "hive.sqlite3",
                              "TEST": {"NAME": VAR_DIR / "test.sqlite3"}}}
+# Workers and beat keep connections, checked before use (the ASGI web process is run
+# with 0, as Django advises; see runhive and compose).
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("HIVE_DB_CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, several workers and beat share one file: WAL lets readers run beside
     # the writer, IMMEDIATE transactions take the write lock up front instead of
     # failing half-way with "database is locked".
-    DATABASES["default"]["CONN_MAX_AGE"] = env_int("HIVE_DB_CONN_MAX_AGE", 60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
