@@ -30,7 +30,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,7 +106,10 @@ class HiveEvent:
     timestamp: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), cls=DjangoJSONEncoder, separators=(",", ":"))
+        # Not dataclasses.asdict: it deep-copies ``data`` (a task's whole result) first.
+        return json.dumps({"type": self.type, "source": self.source, "data": self.data,
+                           "correlation_id": self.correlation_id, "id": self.id, "timestamp": self.timestamp},
+                          cls=DjangoJSONEncoder, separators=(",", ":"))
 
 
 def group_name(topic: str) -> str:

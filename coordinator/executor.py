@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -30,6 +30,7 @@ from coordinator.dispatch import forget_marker, request_scheduling_pass
 from coordinator.models import Task, TaskAttempt
 from coordinator.scheduler import publish_cluster_status_soon, resolve_model
 from coordinator.services import fail_dependents, return_to_pending_or_fail
+from hive_project import fastsql
 
 logger = logging.getLogger(__name__)
 
@@ -41,33 +42,60 @@ class LeaseHeld(Exception):
         self.seconds_left = seconds_left
 
 
+# What the worker reads of its task when it claims it; the rest (results, history)
+# stays in the database and loads on first use.
+CLAIM_FIELDS = ("title", "prompt", "system", "task_type", "model", "options", "priority", "metadata",
+                "assigned_agent", "attempts", "max_attempts")
+
+
 def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
+    """Take the task for this delivery: running, leased to this worker, one attempt more.
+
+    A conditional update on (id, dispatch id, status), so a duplicate or stale
+    message changes nothing. The claim and its attempt row commit together. The
+    statements are fastsql's: they run for every task (see hive_project.fastsql).
+    """
     now = timezone.now()
     lease = now + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)
-    base = Task.objects.filter(pk=task_id, dispatch_id=dispatch_id)
-    fields: dict[str, Any] = {"status": Task.Status.RUNNING, "attempts": F("attempts") + 1,
-                              "lease_expires_at": lease, "worker": worker, "started_at": now}
-    claimed = base.filter(status=Task.Status.QUEUED, cancel_requested=False).update(**fields)
-    if not claimed:
-        # The same message again after the process running it was killed: take over
-        # once its lease has run out.
-        claimed = base.filter(status=Task.Status.RUNNING, lease_expires_at__lt=now).update(**fields)
-        if claimed:
-            TaskAttempt.objects.filter(task_id=task_id, outcome=TaskAttempt.Outcome.RUNNING).update(
-                outcome=TaskAttempt.Outcome.LOST, finished_at=now, error="the worker process running it died")
-    if not claimed:
-        current = base.filter(status=Task.Status.RUNNING).values_list("lease_expires_at", flat=True).first()
-        if current is not None:
-            raise LeaseHeld(max((current - now).total_seconds(), 0.5))
-        return None
+    fields: dict[str, Any] = {"status": Task.Status.RUNNING, "attempts": fastsql.Add(1), "lease_expires_at": lease,
+                              "worker": worker, "started_at": now}
+    with transaction.atomic():
+        rows = fastsql.update(Task, fields, {"id": task_id, "dispatch_id": dispatch_id, "status": Task.Status.QUEUED,
+                                             "cancel_requested": False}, returning=CLAIM_FIELDS)
+        if not rows:
+            rows = _take_over(task_id, dispatch_id, fields, now)
+        if not rows:
+            held_until = Task.objects.filter(pk=task_id, dispatch_id=dispatch_id, status=Task.Status.RUNNING) \
+                .values_list("lease_expires_at", flat=True).first()
+            if held_until is not None:
+                raise LeaseHeld(max((held_until - now).total_seconds(), 0.5))
+            return None
+        (row,) = rows
+        fastsql.insert(TaskAttempt, {"task": task_id, "number": row["attempts"], "agent": row["assigned_agent_id"],
+                                     "dispatch_id": dispatch_id, "worker": worker, "started_at": now})
+    values = {**row, "id": uuid.UUID(str(task_id)), "dispatch_id": uuid.UUID(str(dispatch_id)),
+              "status": Task.Status.RUNNING, "worker": worker, "lease_expires_at": lease, "started_at": now}
+    task = fastsql.instance(Task, values)
+    agent_id = row["assigned_agent_id"]
+    task.assigned_agent = fastsql.get(Agent, agent_id) if agent_id is not None else None  # type: ignore[assignment]
     forget_marker(dispatch_id)
-    task = Task.objects.select_related("assigned_agent").get(pk=task_id)
-    TaskAttempt.objects.create(task=task, number=task.attempts, agent=task.assigned_agent,
-                               dispatch_id=task.dispatch_id, worker=worker)
     events.task_event(events.TASK_STARTED, task, attempt=task.attempts, worker=worker,
                       model=task.metadata.get("model"))
     publish_cluster_status_soon()
     return task
+
+
+def _take_over(task_id: str, dispatch_id: str, fields: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """The same message again after the process running it was killed: take the task
+    over once its lease has run out; the dead process's attempt is marked lost."""
+    base = Task.objects.filter(pk=task_id, dispatch_id=dispatch_id, status=Task.Status.RUNNING,
+                               lease_expires_at__lt=now)
+    if not base.update(**{**fields, "attempts": F("attempts") + 1}):
+        return []
+    TaskAttempt.objects.filter(task_id=task_id, outcome=TaskAttempt.Outcome.RUNNING).update(
+        outcome=TaskAttempt.Outcome.LOST, finished_at=now, error="the worker process running it died")
+    return list(Task.objects.filter(pk=task_id).values(*(f"{name}_id" if name == "assigned_agent" else name
+                                                         for name in CLAIM_FIELDS)))
 
 
 class Watch:
@@ -289,14 +317,14 @@ def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: O
     tps = timings.get("tokens_per_second") or None
     now = timezone.now()
     with transaction.atomic():
-        done = Task.objects.filter(pk=task.pk, dispatch_id=task.dispatch_id, status=Task.Status.RUNNING).update(
-            status=Task.Status.COMPLETED, result=text, timings=timings, tokens_per_second=tps,
-            completed_at=now, lease_expires_at=None, error="",
-        )
+        done = fastsql.update(Task, {"status": Task.Status.COMPLETED, "result": text, "timings": timings,
+                                     "tokens_per_second": tps, "completed_at": now, "lease_expires_at": None,
+                                     "error": ""},
+                              {"id": task.pk, "dispatch_id": task.dispatch_id, "status": Task.Status.RUNNING})
         if not done:
             return "lost"
-        TaskAttempt.objects.filter(task=task, dispatch_id=task.dispatch_id, outcome=TaskAttempt.Outcome.RUNNING).update(
-            outcome=TaskAttempt.Outcome.SUCCEEDED, finished_at=now)
+        fastsql.update(TaskAttempt, {"outcome": TaskAttempt.Outcome.SUCCEEDED, "finished_at": now},
+                       {"task": task.pk, "dispatch_id": task.dispatch_id, "outcome": TaskAttempt.Outcome.RUNNING})
         task.status = Task.Status.COMPLETED
         events.task_event(events.TASK_COMPLETED, task, result=text, timings=timings, model=model)
         request_scheduling_pass()
