@@ -59,18 +59,32 @@ def send_execution(task_id: uuid.UUID, dispatch_id: uuid.UUID, priority: int) ->
     (flushed, restarted without persistence) it loses the marker too, and the
     reconciler sends the message again from the database.
     """
-    transaction.on_commit(lambda: _publish(task_id, dispatch_id, priority))
+    send_executions([(task_id, dispatch_id, priority)])
 
 
-def _publish(task_id: uuid.UUID, dispatch_id: uuid.UUID, priority: int) -> None:
+def send_executions(messages: list[tuple[uuid.UUID, uuid.UUID, int]]) -> None:
+    """``send_execution`` for each (task id, dispatch id, priority), after commit, in
+    one go: the markers in one pipeline, then the messages through one producer."""
+    if messages:
+        batch = list(messages)
+        transaction.on_commit(lambda: _publish(batch))
+
+
+def _publish(messages: list[tuple[uuid.UUID, uuid.UUID, int]]) -> None:
     from django.conf import settings
 
     from coordinator.tasks import execute_task
     from hive_project.redis_client import get_redis
 
-    get_redis().set(marker_key(dispatch_id), str(task_id),
-                    ex=settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"])
-    execute_task.apply_async(args=(str(task_id), str(dispatch_id)), queue=queues.queue_for_priority(priority))
+    ttl = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    with get_redis().pipeline(transaction=False) as pipe:
+        for task_id, dispatch_id, _ in messages:
+            pipe.set(marker_key(dispatch_id), str(task_id), ex=ttl)
+        pipe.execute()
+    with execute_task.app.producer_or_acquire() as producer:
+        for task_id, dispatch_id, priority in messages:
+            execute_task.apply_async(args=(str(task_id), str(dispatch_id)), queue=queues.queue_for_priority(priority),
+                                     producer=producer)
 
 
 def forget_marker(dispatch_id: uuid.UUID | str) -> None:

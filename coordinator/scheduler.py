@@ -34,8 +34,9 @@ from django.utils import timezone
 
 from agents.models import Agent, parse_ollama_time
 from coordinator import events
-from coordinator.dispatch import DIRTY_KEY, PASS_REQUESTED_KEY, PASS_REQUESTED_TTL, send_execution, send_pass_message
+from coordinator.dispatch import DIRTY_KEY, PASS_REQUESTED_KEY, PASS_REQUESTED_TTL, send_executions, send_pass_message
 from coordinator.models import Task, TaskDependency
+from hive_project import fastsql
 from hive_project.redis_client import get_redis, script
 
 logger = logging.getLogger(__name__)
@@ -435,6 +436,7 @@ def schedule_once(strategy: str | None = None) -> PassResult:
     competitors: dict[frozenset[Any], int] = {}
     capable: dict[tuple[str, str, Any], list[Timeline]] = {}
     # One transaction for the pass's claims: their messages go out together at commit.
+    outbox = Outbox()
     with transaction.atomic():
         for task in tasks:
             if task.model:
@@ -458,7 +460,7 @@ def schedule_once(strategy: str | None = None) -> PassResult:
             finish = placement.finish(task, line)
             if dispatch:
                 cold = not line.is_warm(model)
-                if _claim(task, line.agent, model, cold=cold):
+                if _claim(task, line.agent, model, cold=cold, outbox=outbox):
                     if cold:
                         record_residency(line.agent, model, line)
                     placement.take(line, finish, model, dispatched=True)
@@ -476,6 +478,7 @@ def schedule_once(strategy: str | None = None) -> PassResult:
                 "agent": line.agent.slug,
             }
             result.waiting += 1
+        outbox.send_at_commit()
     placement.save()
     publish_queue_info(info)
     return result
@@ -517,19 +520,31 @@ def record_residency(agent: Agent, model: str, line: Timeline) -> None:
     Agent.objects.filter(pk=agent.pk).update(models_loaded=resident)
 
 
-def _claim(task: Task, agent: Agent, model: str, *, cold: bool) -> bool:
+@dataclass
+class Outbox:
+    """What a pass's claims send once its transaction commits, in one go: the
+    task.assigned events first (so each precedes its task.started), then the
+    execution messages."""
+
+    messages: list[tuple[uuid.UUID, uuid.UUID, int]] = field(default_factory=list)
+    events: list[tuple[str, str, dict[str, Any], list[str], str]] = field(default_factory=list)
+
+    def send_at_commit(self) -> None:
+        events.publish_many(self.events)
+        send_executions(self.messages)
+
+
+def _claim(task: Task, agent: Agent, model: str, *, cold: bool, outbox: Outbox) -> bool:
     dispatch_id = uuid.uuid4()
     # cold_load tells the executor whether to measure a load time from this run.
     metadata = {**task.metadata, "model": model, "cold_load": cold}
-    with transaction.atomic(savepoint=False):
-        claimed = Task.objects.filter(pk=task.pk, status=Task.Status.PENDING, cancel_requested=False).update(
-            status=Task.Status.QUEUED, assigned_agent=agent, dispatch_id=dispatch_id,
-            queued_at=timezone.now(), metadata=metadata,
-        )
-        if claimed:
-            send_execution(task.pk, dispatch_id, task.priority)
-            task.status, task.assigned_agent = Task.Status.QUEUED, agent
-            events.task_event(events.TASK_ASSIGNED, task, model=model, agent=agent.name)
+    claimed = fastsql.update(Task, {"status": Task.Status.QUEUED, "assigned_agent": agent.pk,
+                                    "dispatch_id": dispatch_id, "queued_at": timezone.now(), "metadata": metadata},
+                             {"id": task.pk, "status": Task.Status.PENDING, "cancel_requested": False})
+    if claimed:
+        task.status, task.assigned_agent, task.metadata = Task.Status.QUEUED, agent, metadata
+        outbox.messages.append((task.pk, dispatch_id, task.priority))
+        outbox.events.append(events.task_event_args(events.TASK_ASSIGNED, task, model=model, agent=agent.name))
     return bool(claimed)
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import websockets
 from asgiref.sync import async_to_sync
+from django.db import transaction
 
 from coordinator import events
 from hive_project.models import ApiToken
@@ -235,3 +236,17 @@ def test_rest_lists_events_after_a_sequence_number(actors):
     assert client.get("/api/events", {"topic": "task.*", "after": 0}).status_code == 200
     assert client.get("/api/events", {"topic": "bad topic"}).status_code == 400
     assert actors.client(actors.outsider).get("/api/events", {"topic": "task.rest1"}).status_code == 403
+
+
+def test_events_published_together_keep_their_order_and_sequence_numbers(actors):
+    with transaction.atomic():
+        events.publish_many([("task.assigned", "test", {"n": n}, [f"task.many{n % 2}"], None) for n in range(4)])
+        assert events.current_seq("task.many0") == 0, "nothing goes out before the commit"
+    assert [(e["seq"], e["data"]["n"]) for e in events.events_after("task.many0", 0)] == [(1, 0), (2, 2)]
+    assert [(e["seq"], e["data"]["n"]) for e in events.events_after("task.many1", 0)] == [(1, 1), (2, 3)]
+    assert [e["data"]["n"] for e in events.events_after("task.*", 0)] == [0, 1, 2, 3]
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        events.publish_many([("task.assigned", "test", {"n": 9}, ["task.many0"], None)])
+        raise RuntimeError("rolled back")
+    assert events.current_seq("task.many0") == 2, "a rolled-back transaction publishes nothing"

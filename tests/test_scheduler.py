@@ -288,3 +288,31 @@ def test_health_history_older_than_the_retention_is_pruned(settings):
     assert prune_health_checks() == 1
     assert list(AgentHealthCheck.objects.values_list("pk", flat=True)) == [recent.pk]
     assert not AgentHealthCheck.objects.filter(pk=old.pk).exists()
+
+
+def test_a_pass_sends_its_events_then_its_messages_after_commit(monkeypatch, django_capture_on_commit_callbacks):
+    from coordinator import events
+    from coordinator.dispatch import marker_key
+    from coordinator.tasks import execute_task
+    from hive_project.redis_client import get_redis
+
+    make_agent(slug="oak", max_concurrency=3)
+    tasks = [make_task(priority=p) for p in (1, 5, 3)]
+    sent: list[tuple[str, str, int, bool]] = []
+
+    def apply_async(args: tuple[str, str], queue: str, producer: object) -> None:
+        task_id, dispatch_id = args
+        sent.append((task_id, queue, events.current_seq(f"task.{task_id}"),
+                     bool(get_redis().exists(marker_key(dispatch_id)))))
+
+    monkeypatch.setattr(execute_task, "apply_async", apply_async)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        scheduler.schedule_once()
+    assert sent == [] and len(callbacks) == 2, "one hook for the events, one for the messages"
+    for callback in callbacks:
+        callback()
+
+    assert [(task_id, queue) for task_id, queue, _, _ in sent] == \
+        [(str(tasks[1].pk), "hive.high"), (str(tasks[2].pk), "hive.medium"), (str(tasks[0].pk), "hive.low")]
+    assert all(seq == 1 and marked for _, _, seq, marked in sent), "its event and marker are there before a message"
+    assert events.events_after(f"task.{tasks[0].pk}", 0)[0]["type"] == "task.assigned"
