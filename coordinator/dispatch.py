@@ -6,10 +6,14 @@ it cannot read yet, and a rolled-back transaction sends nothing.
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 
 from hive_project import queues
+
+if TYPE_CHECKING:
+    from hive_project.redis_client import Batch
 
 # A pass request is one script call. It notes that the state changed (the dirty flag
 # the pass loop takes) and sends a pass message only if none is queued or running:
@@ -33,10 +37,17 @@ def request_scheduling_pass() -> None:
 
 
 def _request_pass() -> None:
-    from hive_project.redis_client import script
+    from hive_project.redis_client import Batch
 
-    if script(_REQUEST)(keys=[DIRTY_KEY, PASS_REQUESTED_KEY], args=[PASS_REQUESTED_TTL]):
-        send_pass_message()
+    batch = Batch()
+    request_pass_in(batch)
+    batch.execute()
+
+
+def request_pass_in(batch: Batch) -> None:
+    """A pass request as part of ``batch`` (one round trip with the rest of it)."""
+    batch.script(_REQUEST, [DIRTY_KEY, PASS_REQUESTED_KEY], [PASS_REQUESTED_TTL],
+                 then=lambda first: send_pass_message() if first else None)
 
 
 def send_pass_message() -> None:
@@ -87,10 +98,9 @@ def _publish(messages: list[tuple[uuid.UUID, uuid.UUID, int]]) -> None:
                                      producer=producer)
 
 
-def forget_marker(dispatch_id: uuid.UUID | str) -> None:
-    from hive_project.redis_client import get_redis
-
-    get_redis().delete(marker_key(dispatch_id))
+def forget_marker_in(batch: Batch, dispatch_id: uuid.UUID | str) -> None:
+    """The message was consumed: its marker goes, as part of ``batch``."""
+    batch.command("DEL", marker_key(dispatch_id))
 
 
 def missing_markers(dispatch_ids: list[str]) -> set[str]:

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +39,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
-from hive_project.redis_client import get_redis, script
+from hive_project.redis_client import Batch, get_redis, script
 
 logger = logging.getLogger(__name__)
 
@@ -154,50 +154,60 @@ def with_wildcards(topics: Iterable[str]) -> list[str]:
 
 
 def publish(event_type: str, source: str, data: dict[str, Any], topics: Iterable[str],
-            correlation_id: str | None = None) -> HiveEvent:
-    """Publish after the current transaction commits (at once outside one)."""
+            correlation_id: str | None = None, also: Callable[[Batch], None] | None = None) -> HiveEvent:
+    """Publish after the current transaction commits (at once outside one).
+
+    ``also`` adds more Redis work that belongs with the event to the same round trip
+    (a task's start deletes its dispatch marker, its completion requests a pass)."""
     event = HiveEvent(type=event_type, source=source, data=data, correlation_id=correlation_id)
     targets = with_wildcards(topics)
-    transaction.on_commit(lambda: _deliver([(event, targets)]))
+    transaction.on_commit(lambda: _deliver([(event, targets)], also))
     return event
 
 
-def publish_many(items: list[tuple[str, str, dict[str, Any], list[str], str | None]]) -> list[HiveEvent]:
+def publish_many(items: list[tuple[str, str, dict[str, Any], list[str], str | None]],
+                 also: Callable[[Batch], None] | None = None) -> list[HiveEvent]:
     """``publish`` for each (type, source, data, topics, correlation id), in that order,
-    in one round trip to Redis (a pass assigning many tasks)."""
+    in one round trip to Redis (a pass assigning many tasks); ``also`` as for ``publish``."""
     batch = [(HiveEvent(type=kind, source=source, data=data, correlation_id=correlation), with_wildcards(topics))
              for kind, source, data, topics, correlation in items]
-    if batch:
-        transaction.on_commit(lambda: _deliver(batch))
+    if batch or also is not None:
+        transaction.on_commit(lambda: _deliver(batch, also))
     return [event for event, _ in batch]
 
 
-def _deliver(batch: list[tuple[HiveEvent, list[str]]]) -> None:
+def _deliver(items: list[tuple[HiveEvent, list[str]]], also: Callable[[Batch], None] | None = None) -> None:
+    batch = Batch()
     try:
         direct = _direct_channel_prefix()
-        payloads = [event.to_json() for event, _ in batch]
-        if len(batch) == 1:
-            all_seqs = [append(batch[0][1], payloads[0], event=batch[0][0], channel_prefix=direct)]
-        else:
-            with get_redis().pipeline(transaction=False) as pipe:
-                for (event, topics), payload in zip(batch, payloads, strict=True):
-                    append(topics, payload, event=event, channel_prefix=direct, client=pipe)
-                all_seqs = [[int(seq) for seq in seqs] for seqs in pipe.execute()]
-        if direct is None:
-            for (_, topics), payload, seqs in zip(batch, payloads, all_seqs, strict=True):
-                _sender().send(payload, list(zip(topics, seqs, strict=True)))
+        for event, topics in items:
+            payload = event.to_json()
+            then = None if direct is not None else functools.partial(_send_live, payload, topics)
+            batch.script(_APPEND, *_append_call(topics, payload, event, direct), then=then)
+        if also is not None:
+            also(batch)
+        batch.execute()
     except Exception:  # events must never break the state change that caused them
-        logger.exception("could not publish %s", ", ".join(sorted({event.type for event, _ in batch})))
+        logger.exception("could not publish %s", ", ".join(sorted({event.type for event, _ in items})))
+
+
+def _send_live(payload: str, topics: list[str], seqs: list[Any]) -> None:
+    _sender().send(payload, list(zip(topics, (int(seq) for seq in seqs), strict=True)))
 
 
 def append(topics: list[str], payload: str, *, event: HiveEvent | None = None,
-           channel_prefix: str | None = None, client: Any = None) -> list[int]:
+           channel_prefix: str | None = None) -> list[int]:
     """Store the event in each topic's log and, given the channel prefix, publish it
     live; returns its sequence number in each topic.
 
-    One round trip for all of it (one script call); given a pipeline as ``client``,
-    the call is queued on it and its result comes from the pipeline's execute().
+    One round trip for all of it (one script call).
     """
+    keys, args = _append_call(topics, payload, event, channel_prefix)
+    return [int(seq) for seq in script(_APPEND)(keys=keys, args=args)]
+
+
+def _append_call(topics: list[str], payload: str, event: HiveEvent | None,
+                 channel_prefix: str | None) -> tuple[list[str], list[Any]]:
     keys: list[str] = []
     args: list[Any] = [payload, settings.HIVE_EVENT_RETENTION, settings.HIVE_EVENT_RETENTION_SECONDS]
     for topic in topics:
@@ -206,8 +216,7 @@ def append(topics: list[str], payload: str, *, event: HiveEvent | None = None,
         if channel_prefix is not None and event is not None:
             keys[-1] = f"{channel_prefix}{group_name(topic)}"
             args[-2:] = _frame_parts(topic, event.id, event.timestamp)
-    seqs = script(_APPEND)(keys=keys, args=args, client=client)
-    return seqs if client is not None else [int(seq) for seq in seqs]
+    return keys, args
 
 
 @functools.cache
@@ -325,9 +334,9 @@ def flush(timeout: float = 5.0) -> None:
         sender.flush(timeout)
 
 
-def task_event(event_type: str, task: Any, **data: Any) -> HiveEvent:
-    """An event about a task, on ``task.<id>`` (and ``task.*``)."""
-    return publish(*task_event_args(event_type, task, **data))
+def task_event(event_type: str, task: Any, also: Callable[[Batch], None] | None = None, **data: Any) -> HiveEvent:
+    """An event about a task, on ``task.<id>`` (and ``task.*``); ``also`` as for ``publish``."""
+    return publish(*task_event_args(event_type, task, **data), also=also)
 
 
 def task_event_args(event_type: str, task: Any, **data: Any) -> tuple[str, str, dict[str, Any], list[str], str]:

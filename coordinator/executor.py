@@ -26,7 +26,7 @@ from agents import services as agent_services
 from agents.models import Agent
 from agents.ollama import OllamaError, OllamaHTTPError, OllamaStream, OllamaStreamAborted, shared_client
 from coordinator import events
-from coordinator.dispatch import forget_marker, request_scheduling_pass
+from coordinator.dispatch import forget_marker_in, request_pass_in, request_scheduling_pass
 from coordinator.models import Task, TaskAttempt
 from coordinator.scheduler import publish_cluster_status_soon, resolve_model
 from coordinator.services import fail_dependents, return_to_pending_or_fail
@@ -78,9 +78,8 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
     task = fastsql.instance(Task, values)
     agent_id = row["assigned_agent_id"]
     task.assigned_agent = fastsql.get(Agent, agent_id) if agent_id is not None else None  # type: ignore[assignment]
-    forget_marker(dispatch_id)
     events.task_event(events.TASK_STARTED, task, attempt=task.attempts, worker=worker,
-                      model=task.metadata.get("model"))
+                      model=task.metadata.get("model"), also=lambda batch: forget_marker_in(batch, dispatch_id))
     publish_cluster_status_soon()
     return task
 
@@ -326,8 +325,8 @@ def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: O
         fastsql.update(TaskAttempt, {"outcome": TaskAttempt.Outcome.SUCCEEDED, "finished_at": now},
                        {"task": task.pk, "dispatch_id": task.dispatch_id, "outcome": TaskAttempt.Outcome.RUNNING})
         task.status = Task.Status.COMPLETED
-        events.task_event(events.TASK_COMPLETED, task, result=text, timings=timings, model=model)
-        request_scheduling_pass()
+        events.task_event(events.TASK_COMPLETED, task, result=text, timings=timings, model=model,
+                          also=request_pass_in)
     agent_services.record_success(agent, model, tps=tps, load_seconds=timings.get("load_duration", 0) / 1e9,
                                   was_warm=not task.metadata.get("cold_load", not agent.has_loaded(model)))
     return Task.Status.COMPLETED

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from coordinator import events
-from coordinator.dispatch import missing_markers, request_scheduling_pass, send_execution
+from coordinator.dispatch import missing_markers, request_pass_in, request_scheduling_pass, send_execution
 from coordinator.models import Task, TaskAttempt, TaskDependency
 from hive_project.errors import ConflictError
 
@@ -86,15 +86,18 @@ def create_tasks(specs: list[dict[str, Any]], user: Any = None) -> list[Task]:
             task.full_clean(exclude=["depends_on", "id"])
             task.save()
             created.append(task)
+        announced = []
         for task, spec in zip(created, specs, strict=True):
             deps = [created[ref[1]] if isinstance(ref, tuple) else ref for ref in spec.get("depends_on", [])]
-            _check_dependencies(deps)
-            TaskDependency.objects.bulk_create(
-                [TaskDependency(task=task, depends_on_task=dep) for dep in {d.pk: d for d in deps}.values()]
-            )
-            events.task_event(events.TASK_CREATED, task, model=task.model,
-                              depends_on=[str(d.pk) for d in deps], created_by=getattr(user, "username", None))
-        request_scheduling_pass()
+            if deps:
+                _check_dependencies(deps)
+                TaskDependency.objects.bulk_create(
+                    [TaskDependency(task=task, depends_on_task=dep) for dep in {d.pk: d for d in deps}.values()])
+            announced.append(events.task_event_args(events.TASK_CREATED, task, model=task.model,
+                                                    depends_on=[str(d.pk) for d in deps],
+                                                    created_by=getattr(user, "username", None)))
+        # The events and the pass request: one round trip to Redis after commit.
+        events.publish_many(announced, also=request_pass_in)
     return created
 
 
