@@ -42,10 +42,13 @@ class LeaseHeld(Exception):
         self.seconds_left = seconds_left
 
 
-# What the worker reads of its task when it claims it; the rest (results, history)
-# stays in the database and loads on first use.
+# What the worker reads of its task and agent when it claims the task; the rest
+# (results, history, the agent's model lists) stays in the database and loads on
+# first use.
 CLAIM_FIELDS = ("title", "prompt", "system", "task_type", "model", "options", "priority", "metadata",
                 "assigned_agent", "attempts", "max_attempts")
+AGENT_FIELDS = ("slug", "name", "endpoint", "model", "status", "draining", "max_concurrency", "models_loaded",
+                "tokens_per_second", "load_seconds", "consecutive_failures")
 
 
 def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
@@ -77,7 +80,7 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
               "status": Task.Status.RUNNING, "worker": worker, "lease_expires_at": lease, "started_at": now}
     task = fastsql.instance(Task, values)
     agent_id = row["assigned_agent_id"]
-    task.assigned_agent = fastsql.get(Agent, agent_id) if agent_id is not None else None  # type: ignore[assignment]
+    task.assigned_agent = fastsql.get(Agent, agent_id, AGENT_FIELDS) if agent_id is not None else None
     events.task_event(events.TASK_STARTED, task, attempt=task.attempts, worker=worker,
                       model=task.metadata.get("model"), also=lambda batch: forget_marker_in(batch, dispatch_id))
     publish_cluster_status_soon()

@@ -71,10 +71,11 @@ def insert(model: type[models.Model], values: dict[str, Any], using: str = "defa
         cursor.execute(sql, params)
 
 
-def get(model: type[models.Model], pk: Any, using: str = "default") -> models.Model | None:
-    """The row with primary key ``pk`` as a model instance (every concrete field), or None."""
+def get(model: type[models.Model], pk: Any, fields: tuple[str, ...] = (), using: str = "default") -> Any:
+    """The row with primary key ``pk`` as a model instance, or None: every concrete
+    field, or only ``fields`` (and the key) with the rest loading on first access."""
     connection = connections[using]
-    statement = _select_statement(model, connection)
+    statement = _select_statement(model, fields, connection)
     pk_field = model._meta.pk
     assert pk_field is not None
     with connection.cursor() as cursor:
@@ -155,13 +156,13 @@ def _update_statement(model: type[models.Model], shape: tuple[tuple[str, str], .
     return statement
 
 
-def _select_statement(model: type[models.Model], connection: Any) -> _Statement:
-    key = ("select", model, connection.alias)
+def _select_statement(model: type[models.Model], names: tuple[str, ...], connection: Any) -> _Statement:
+    key = ("select", model, names, connection.alias)
     statement = _statements.get(key)
     if statement is None:
         meta, q = model._meta, connection.ops.quote_name
-        fields = meta.concrete_fields
         assert meta.pk is not None
+        fields = [f for f in meta.concrete_fields if not names or f.primary_key or f.name in names]
         sql = (f"SELECT {', '.join(q(f.column) for f in fields)} FROM {q(meta.db_table)} "
                f"WHERE {q(meta.pk.column)} = %s")
         statement = _statements[key] = _Statement(sql, tuple(f.get_col(meta.db_table) for f in fields))

@@ -108,3 +108,12 @@ def test_a_partial_instance_loads_the_other_fields_on_first_use():
 
     assert partial.get_deferred_fields() >= {"prompt", "result"}
     assert partial.prompt == "the prompt"
+
+
+def test_get_with_fields_defers_the_rest():
+    agent = make_agent(hardware={"gpu_type": "A100"})
+    partial = fastsql.get(Agent, agent.pk, ("slug", "endpoint"))
+
+    assert (partial.pk, partial.slug, partial.endpoint) == (agent.pk, agent.slug, agent.endpoint)
+    assert "hardware" in partial.get_deferred_fields()
+    assert partial.hardware == {"gpu_type": "A100"}, "a deferred field loads when used"
