@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import connections, models
 from django.db.models.expressions import Col
+from django.utils import timezone
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,20 @@ def insert(model: type[models.Model], values: dict[str, Any], using: str = "defa
     params = [f.get_db_prep_save(_given(values, f), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def insert_instance(instance: models.Model, using: str = "default") -> None:
+    """``instance.save()`` for a new row, as one INSERT: ``auto_now``/``auto_now_add``
+    fields are set as save() sets them. No signals are sent (none are connected for
+    the models this is used for)."""
+    now = timezone.now()
+    for field in instance._meta.concrete_fields:
+        if getattr(field, "auto_now", False) or (getattr(field, "auto_now_add", False)
+                                                 and getattr(instance, field.attname) is None):
+            setattr(instance, field.attname, now)
+    insert(type(instance), {f.attname: getattr(instance, f.attname) for f in _insert_fields(type(instance))}, using)
+    instance._state.adding = False
+    instance._state.db = using
 
 
 def get(model: type[models.Model], pk: Any, fields: tuple[str, ...] = (), using: str = "default") -> Any:

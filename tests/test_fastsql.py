@@ -117,3 +117,19 @@ def test_get_with_fields_defers_the_rest():
     assert (partial.pk, partial.slug, partial.endpoint) == (agent.pk, agent.slug, agent.endpoint)
     assert "hardware" in partial.get_deferred_fields()
     assert partial.hardware == {"gpu_type": "A100"}, "a deferred field loads when used"
+
+
+def test_inserting_an_instance_stores_what_save_stores():
+    agent = make_agent()
+    by_save = Task(title="t", prompt="p", options={"num_predict": 3}, metadata={"k": [1]}, pinned_agent=agent,
+                   excluded_agents=[str(agent.pk)], priority=5)
+    by_save.save()
+    by_fast = Task(title="t", prompt="p", options={"num_predict": 3}, metadata={"k": [1]}, pinned_agent=agent,
+                   excluded_agents=[str(agent.pk)], priority=5)
+    fastsql.insert_instance(by_fast)
+
+    assert not by_fast._state.adding
+    saved, fast = Task.objects.get(pk=by_save.pk), Task.objects.get(pk=by_fast.pk)
+    assert model_to_dict(fast, exclude=["depends_on"]) == model_to_dict(saved, exclude=["depends_on"])
+    assert fast.created_at == by_fast.created_at and fast.updated_at == by_fast.updated_at
+    assert abs((fast.created_at - saved.created_at).total_seconds()) < 5
