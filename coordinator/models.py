@@ -7,7 +7,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
 
 from agents.models import GENERAL, Agent
 from hive_project.validators import validate_no_nul
@@ -96,9 +95,14 @@ class Task(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["-priority", "created_at"], name="idx_tasks_priority"),
-            models.Index(fields=["status"], name="idx_tasks_status_active",
-                         condition=Q(status__in=["pending", "queued", "running"])),
+            # Not a partial index on the active statuses: SQLite uses a partial index only
+            # when the query repeats its condition word for word, so "status = 'pending'"
+            # scanned every task ever run. Finished rows cost index space, not lookups.
+            models.Index(fields=["status", "completed_at"], name="idx_tasks_status_completed"),
             models.Index(fields=["assigned_agent", "status"]),
+            # Status, metrics and the scheduler's output-length estimate read recent
+            # completions; without it each read scans every task ever run.
+            models.Index(fields=["completed_at"], name="idx_tasks_completed_at"),
         ]
         permissions = [
             ("cancel_task", "Can cancel tasks"),
@@ -150,6 +154,7 @@ class TaskAttempt(models.Model):
         db_table = "task_attempts"
         ordering = ["task", "number"]
         constraints = [models.UniqueConstraint(fields=["task", "number"], name="uniq_attempt_number")]
+        indexes = [models.Index(fields=["finished_at"], name="idx_attempts_finished_at")]  # metrics read recent ones
 
     def __str__(self) -> str:
         return f"{self.task_id} #{self.number} {self.outcome}"

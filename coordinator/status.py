@@ -36,7 +36,9 @@ def cluster_status() -> dict[str, Any]:
         "id", "title", "status", "priority", "created_at", "started_at", "assigned_agent__slug"))
     now = timezone.now()
     hour_ago = now - timedelta(hours=1)
-    finished = dict(Task.objects.filter(completed_at__gte=hour_ago).values_list("status").annotate(n=Count("id")))
+    # Naming the statuses lets the database count along its (status, completed_at) index.
+    finished = dict(Task.objects.filter(status__in=Task.Status.finished(), completed_at__gte=hour_ago)
+                    .values_list("status").annotate(n=Count("id")).order_by())
     by_status: dict[str, int] = {}
     for a in agents:
         by_status[a["status"]] = by_status.get(a["status"], 0) + 1
