@@ -85,13 +85,13 @@ def _publish(messages: list[tuple[uuid.UUID, uuid.UUID, int]]) -> None:
     from django.conf import settings
 
     from coordinator.tasks import execute_task
-    from hive_project.redis_client import get_redis
+    from hive_project.redis_client import Batch
 
     ttl = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
-    with get_redis().pipeline(transaction=False) as pipe:
-        for task_id, dispatch_id, _ in messages:
-            pipe.set(marker_key(dispatch_id), str(task_id), ex=ttl)
-        pipe.execute()
+    markers = Batch()
+    for task_id, dispatch_id, _ in messages:
+        markers.command("SET", marker_key(dispatch_id), str(task_id), "EX", ttl)
+    markers.execute()
     with execute_task.app.producer_or_acquire() as producer:
         for task_id, dispatch_id, priority in messages:
             execute_task.apply_async(args=(str(task_id), str(dispatch_id)), queue=queues.queue_for_priority(priority),

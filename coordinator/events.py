@@ -39,7 +39,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
-from hive_project.redis_client import Batch, get_redis, script
+from hive_project.redis_client import Batch, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +159,7 @@ def publish(event_type: str, source: str, data: dict[str, Any], topics: Iterable
 
     ``also`` adds more Redis work that belongs with the event to the same round trip
     (a task's start deletes its dispatch marker, its completion requests a pass)."""
-    event = HiveEvent(type=event_type, source=source, data=data, correlation_id=correlation_id)
-    targets = with_wildcards(topics)
-    transaction.on_commit(lambda: _deliver([(event, targets)], also))
-    return event
+    return publish_many([(event_type, source, data, list(topics), correlation_id)], also=also)[0]
 
 
 def publish_many(items: list[tuple[str, str, dict[str, Any], list[str], str | None]],
@@ -202,8 +199,9 @@ def append(topics: list[str], payload: str, *, event: HiveEvent | None = None,
 
     One round trip for all of it (one script call).
     """
-    keys, args = _append_call(topics, payload, event, channel_prefix)
-    return [int(seq) for seq in script(_APPEND)(keys=keys, args=args)]
+    batch = Batch()
+    batch.script(_APPEND, *_append_call(topics, payload, event, channel_prefix))
+    return [int(seq) for seq in batch.execute()[0]]
 
 
 def _append_call(topics: list[str], payload: str, event: HiveEvent | None,

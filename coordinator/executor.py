@@ -96,7 +96,7 @@ def _take_over(task_id: str, dispatch_id: str, fields: dict[str, Any], now: date
         return []
     TaskAttempt.objects.filter(task_id=task_id, outcome=TaskAttempt.Outcome.RUNNING).update(
         outcome=TaskAttempt.Outcome.LOST, finished_at=now, error="the worker process running it died")
-    return list(Task.objects.filter(pk=task_id).values(*(f"{name}_id" if name == "assigned_agent" else name
+    return list(Task.objects.filter(pk=task_id).values(*(Task._meta.get_field(name).attname
                                                          for name in CLAIM_FIELDS)))
 
 
