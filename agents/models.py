@@ -66,7 +66,7 @@ class AgentQuerySet(models.QuerySet["Agent"]):
 
     def schedulable(self) -> AgentQuerySet:
         """Agents that may receive new work: reachable and not draining."""
-        return self.filter(status__in=[Agent.Status.ONLINE, Agent.Status.DEGRADED], draining=False)
+        return self.filter(status__in=Agent.SCHEDULABLE_STATUSES, draining=False)
 
 
 class Agent(models.Model):
@@ -74,6 +74,8 @@ class Agent(models.Model):
         ONLINE = "online", "Online"
         DEGRADED = "degraded", "Degraded"
         OFFLINE = "offline", "Offline"
+
+    SCHEDULABLE_STATUSES = (Status.ONLINE, Status.DEGRADED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     slug = models.SlugField(

@@ -5,11 +5,13 @@ it cannot read yet, and a rolled-back transaction sends nothing.
 """
 from __future__ import annotations
 
+import math
 import uuid
 from typing import TYPE_CHECKING
 
 from django.db import transaction
 
+from coordinator.handoff import NEWS_KEY, NEWS_TTL, SEQ_KEY, news_arg
 from hive_project import queues
 
 if TYPE_CHECKING:
@@ -26,27 +28,39 @@ PASS_REQUESTED_KEY = "hive:scheduler:requested"
 PASS_REQUESTED_TTL = 10
 DIRTY_KEY = "hive:scheduler:dirty"
 
+#
+# The request also carries its news for the handoff (coordinator.handoff): what the
+# change could bring that outranks a reserved task, numbered after the commit.
 _REQUEST = """
 redis.call('SET', KEYS[1], 1)
+if ARGV[2] ~= '' then
+  local seq = redis.call('INCR', KEYS[3])
+  redis.call('ZADD', KEYS[4], seq, seq .. ':' .. ARGV[2])
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
+end
 return redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1]) and 1 or 0
 """
 
 
-def request_scheduling_pass() -> None:
-    transaction.on_commit(_request_pass)
+def request_scheduling_pass(news: float | None = math.inf) -> None:
+    """Ask for a pass once the current transaction commits. ``news``: the best order
+    key of tasks the change made pending (inf, the default: it might be anything;
+    None: nothing, it only freed capacity)."""
+    transaction.on_commit(lambda: _request_pass(news))
 
 
-def _request_pass() -> None:
+def _request_pass(news: float | None = math.inf) -> None:
     from hive_project.redis_client import Batch
 
     batch = Batch()
-    request_pass_in(batch)
+    request_pass_in(batch, news)
     batch.execute()
 
 
-def request_pass_in(batch: Batch) -> None:
+def request_pass_in(batch: Batch, news: float | None = math.inf) -> None:
     """A pass request as part of ``batch`` (one round trip with the rest of it)."""
-    batch.script(_REQUEST, [DIRTY_KEY, PASS_REQUESTED_KEY], [PASS_REQUESTED_TTL],
+    batch.script(_REQUEST, [DIRTY_KEY, PASS_REQUESTED_KEY, SEQ_KEY, NEWS_KEY],
+                 [PASS_REQUESTED_TTL, news_arg(news), NEWS_TTL],
                  then=lambda first: send_pass_message() if first else None)
 
 

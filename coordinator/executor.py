@@ -9,6 +9,7 @@ down), which also makes Ollama stop generating.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -25,9 +26,9 @@ from django.utils import timezone
 from agents import services as agent_services
 from agents.models import Agent
 from agents.ollama import OllamaError, OllamaHTTPError, OllamaStream, OllamaStreamAborted, shared_client
-from coordinator import events
+from coordinator import events, handoff
 from coordinator.dispatch import forget_marker_in, request_pass_in, request_scheduling_pass
-from coordinator.models import Task, TaskAttempt
+from coordinator.models import Task, TaskAttempt, TaskDependency
 from coordinator.scheduler import publish_cluster_status_soon, resolve_model
 from coordinator.services import fail_dependents, return_to_pending_or_fail
 from hive_project import fastsql
@@ -228,12 +229,25 @@ def lease_keeper() -> LeaseKeeper:
 
 
 def execute(task_id: str, dispatch_id: str, worker: str) -> str:
+    """Run the task this message is for, then, while its agent's next reserved task can
+    take the slot at once (coordinator.handoff), that one, and so on for up to
+    HIVE_HANDOFF_SECONDS. Returns what became of the first."""
     task = claim(task_id, dispatch_id, worker)
     if task is None:
         return "skipped"
+    handoff_until = time.monotonic() + settings.HIVE_HANDOFF_SECONDS
+    outcome, task = run(task, worker, handoff_until)
+    while task is not None:
+        _, task = run(task, worker, handoff_until)
+    return outcome
+
+
+def run(task: Task, worker: str, handoff_until: float) -> tuple[str, Task | None]:
+    """Stream a claimed task and record how it ended; returns that and the task handed
+    this slot next, if any."""
     agent = task.assigned_agent
     if agent is None:  # the agent was deleted between placement and start
-        return _fail_attempt(task, "its agent was deleted before the task started")
+        return _fail_attempt(task, "its agent was deleted before the task started"), None
     model = task.metadata.get("model") or resolve_model(task, agent)
     parts: list[str] = []
     keeper = lease_keeper()
@@ -256,28 +270,29 @@ def execute(task_id: str, dispatch_id: str, worker: str) -> str:
     except OllamaStreamAborted:
         keeper.forget(watch)
         if watch.cancelled:
-            return _finish_cancelled(task, "".join(parts))
-        return "lost"
+            return _finish_cancelled(task, "".join(parts)), None
+        return "lost", None
     except OllamaError as exc:
         keeper.forget(watch)
         if watch.cancelled:
-            return _finish_cancelled(task, "".join(parts))
+            return _finish_cancelled(task, "".join(parts)), None
         if _is_the_requests_fault(exc):
             # Ollama refused this request itself (bad options, say): another node would too.
-            return _fail_attempt(task, str(exc), final=True)
+            return _fail_attempt(task, str(exc), final=True), None
         agent_services.record_failure(agent, str(exc))
-        return _fail_attempt(task, str(exc))
+        return _fail_attempt(task, str(exc)), None
     except SoftTimeLimitExceeded:
         keeper.forget(watch)
-        return _fail_attempt(task, f"took longer than the task time limit ({settings.HIVE_TASK_TIME_LIMIT}s)")
+        return _fail_attempt(task, f"took longer than the task time limit ({settings.HIVE_TASK_TIME_LIMIT}s)"), None
     except Exception as exc:
         # A bug must not leave the task "running" until its lease runs out.
         logger.exception("task %s: unexpected error while running", task.pk)
         keeper.forget(watch)
-        return _fail_attempt(task, f"internal error in the worker: {exc!r}")
+        return _fail_attempt(task, f"internal error in the worker: {exc!r}"), None
     finally:
         keeper.forget(watch)
-    return _finish_completed(task, agent, model, "".join(parts), stream)
+    return _finish_completed(task, agent, model, "".join(parts), stream, worker,
+                             handoff=time.monotonic() < handoff_until)
 
 
 class Progress:
@@ -314,25 +329,122 @@ def _is_the_requests_fault(exc: OllamaError) -> bool:
     return isinstance(exc, OllamaHTTPError) and 400 <= exc.status_code < 500 and exc.status_code not in (404, 408, 429)
 
 
-def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: OllamaStream) -> str:
+def _finish_completed(task: Task, agent: Agent, model: str, text: str, stream: OllamaStream, worker: str, *,
+                      handoff: bool) -> tuple[str, Task | None]:
     timings = stream.timings.as_dict()
     tps = timings.get("tokens_per_second") or None
     now = timezone.now()
+    free, has_dependents = _slot_after(task, agent)
+    # Tasks released by this one are news the reservations did not see (coordinator.handoff).
+    news = math.inf if has_dependents else None
+    # The first reservation is taken before the transaction: on SQLite a write
+    # transaction holds the database's one write lock, no Redis round trip inside it.
+    reserved = _next_reserved(agent, worker) if handoff and free > 0 and not has_dependents else None
+    following: Task | None = None
     with transaction.atomic():
+        # The completion and the next task's claim commit together: a round sees the
+        # slot either held by the finished task or by the next one, never free.
         done = fastsql.update(Task, {"status": Task.Status.COMPLETED, "result": text, "timings": timings,
                                      "tokens_per_second": tps, "completed_at": now, "lease_expires_at": None,
                                      "error": ""},
                               {"id": task.pk, "dispatch_id": task.dispatch_id, "status": Task.Status.RUNNING})
-        if not done:
-            return "lost"
-        fastsql.update(TaskAttempt, {"outcome": TaskAttempt.Outcome.SUCCEEDED, "finished_at": now},
-                       {"task": task.pk, "dispatch_id": task.dispatch_id, "outcome": TaskAttempt.Outcome.RUNNING})
-        task.status = Task.Status.COMPLETED
-        events.task_event(events.TASK_COMPLETED, task, result=text, timings=timings, model=model,
-                          also=request_pass_in)
+        if done:
+            fastsql.update(TaskAttempt, {"outcome": TaskAttempt.Outcome.SUCCEEDED, "finished_at": now},
+                           {"task": task.pk, "dispatch_id": task.dispatch_id,
+                            "outcome": TaskAttempt.Outcome.RUNNING})
+            task.status = Task.Status.COMPLETED
+            announced = [events.task_event_args(events.TASK_COMPLETED, task, result=text, timings=timings,
+                                                model=model)]
+            if reserved is not None:
+                following = _take_handed_off(agent, worker, reserved, announced)
+            # A pass either way: it refreshes the queue positions and the reservations.
+            events.publish_many(announced, also=lambda batch: request_pass_in(batch, news))
+    if not done:
+        if reserved is not None:  # the slot is not ours to give: nothing behind the popped task may pass it
+            handoff.drop(agent.pk)
+        return "lost", None
     agent_services.record_success(agent, model, tps=tps, load_seconds=timings.get("load_duration", 0) / 1e9,
                                   was_warm=not task.metadata.get("cold_load", not agent.has_loaded(model)))
-    return Task.Status.COMPLETED
+    if following is not None:
+        publish_cluster_status_soon()
+    return Task.Status.COMPLETED, following
+
+
+def _slot_state_sql() -> str:
+    tasks, agents, links = Task._meta.db_table, Agent._meta.db_table, TaskDependency._meta.db_table
+    col = lambda model, name: model._meta.get_field(name).column  # noqa: E731
+    holding = ", ".join(f"'{status}'" for status in Task.Status.holding_slot())
+    schedulable = ", ".join(f"'{status}'" for status in Agent.SCHEDULABLE_STATUSES)
+    return (
+        f"SELECT (SELECT COUNT(*) FROM {tasks} WHERE {col(Task, 'assigned_agent')} = %s"
+        f" AND {col(Task, 'status')} IN ({holding})),"
+        f" (SELECT {col(Agent, 'max_concurrency')} FROM {agents} WHERE {col(Agent, 'id')} = %s"
+        f" AND {col(Agent, 'status')} IN ({schedulable}) AND NOT {col(Agent, 'draining')}),"
+        f" EXISTS (SELECT 1 FROM {links} WHERE {col(TaskDependency, 'depends_on_task')} = %s)"
+    )
+
+
+_SLOT_STATE: dict[str, str] = {}
+
+
+def _slot_after(task: Task, agent: Agent) -> tuple[int, bool]:
+    """(Slots the agent has free once ``task`` is done, 0 if it takes no new work;
+    whether other tasks depend on ``task``): one query, before the completion."""
+    alias = connection.alias
+    sql = _SLOT_STATE.get(alias)
+    if sql is None:
+        sql = _SLOT_STATE[alias] = _slot_state_sql()
+    agent_id = Agent._meta.pk.get_db_prep_value(agent.pk, connection)
+    task_id = Task._meta.pk.get_db_prep_value(task.pk, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [agent_id, agent_id, task_id])
+        holding, slots, has_dependents = cursor.fetchone()
+    if slots is None:
+        return 0, bool(has_dependents)
+    return slots - (holding - 1), bool(has_dependents)
+
+
+def _next_reserved(agent: Agent, worker: str) -> tuple[str, str] | None:
+    try:
+        return handoff.take(agent.pk, worker)
+    except Exception:  # Redis trouble must not cost the completion: the pass places the work
+        logger.exception("taking the next reserved task for %s failed", agent.slug)
+        return None
+
+
+def _take_handed_off(agent: Agent, worker: str, reserved: tuple[str, str] | None, announced: list[Any]) -> Task | None:
+    """Inside the completion's transaction: claim the task reserved for the slot being
+    freed, straight to running on this agent; its events join ``announced``."""
+    for _ in range(handoff.MAX_POPS):
+        if reserved is None:
+            return None
+        task_id, model = reserved
+        dispatch_id = uuid.uuid4()
+        now = timezone.now()
+        lease = now + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)
+        rows = fastsql.update(Task, {"status": Task.Status.RUNNING, "assigned_agent": agent.pk,
+                                     "dispatch_id": dispatch_id, "attempts": fastsql.Add(1), "lease_expires_at": lease,
+                                     "worker": worker, "queued_at": now, "started_at": now},
+                              {"id": task_id, "status": Task.Status.PENDING, "cancel_requested": False},
+                              returning=CLAIM_FIELDS)
+        if not rows:
+            # Placed or cancelled since the round reserved it: not waiting any more.
+            reserved = _next_reserved(agent, worker)
+            continue
+        (row,) = rows
+        metadata = {**row["metadata"], "model": model, "cold_load": False}
+        fastsql.update(Task, {"metadata": metadata}, {"id": task_id})
+        fastsql.insert(TaskAttempt, {"task": task_id, "number": row["attempts"], "agent": agent.pk,
+                                     "dispatch_id": dispatch_id, "worker": worker, "started_at": now})
+        task = fastsql.instance(Task, {**row, "metadata": metadata, "id": uuid.UUID(task_id),
+                                       "dispatch_id": dispatch_id, "status": Task.Status.RUNNING, "worker": worker,
+                                       "lease_expires_at": lease, "started_at": now, "queued_at": now})
+        task.assigned_agent = agent
+        announced.append(events.task_event_args(events.TASK_ASSIGNED, task, model=model, agent=agent.name))
+        announced.append(events.task_event_args(events.TASK_STARTED, task, attempt=task.attempts, worker=worker,
+                                                model=model))
+        return task
+    return None
 
 
 def _finish_cancelled(task: Task, partial: str) -> str:

@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +34,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agents.models import Agent, parse_ollama_time
-from coordinator import events
+from coordinator import events, handoff
 from coordinator.dispatch import DIRTY_KEY, PASS_REQUESTED_KEY, PASS_REQUESTED_TTL, send_executions, send_pass_message
 from coordinator.models import Task, TaskDependency
 from hive_project import fastsql
@@ -412,18 +413,21 @@ def schedule_once(strategy: str | None = None) -> PassResult:
     """One pass. Callers hold the lock (see run_pass); tests may call it directly."""
     from coordinator.services import fail_blocked_dependents
 
+    seq, reserved_at = handoff.round_state()  # before reading the database: see coordinator.handoff
     result = PassResult(failed_by_dependency=fail_blocked_dependents())
     now = timezone.now()
     tasks = schedule_order(ready_tasks(), now)
     if not tasks:
-        publish_queue_info({})
+        publish_queue_info({}, seq)
         return result
     agents = list(Agent.objects.schedulable().order_by("name"))
     estimator = Estimator(agents)
     lines = build_timelines(agents, estimator, now)
-    if not any(line.free_now for line in lines) and not get_redis().set(QUEUE_FRESH_KEY, 1, nx=True, px=1000):
-        # Nothing can start and the queue positions are under a second old: a burst of
-        # requests costs no walk over every pending task.
+    if not any(line.free_now for line in lines) and seq == reserved_at and \
+            not get_redis().set(QUEUE_FRESH_KEY, 1, nx=True, px=1000):
+        # Nothing can start, nothing arrived since the reservations were made and the
+        # queue positions are under a second old: a burst of requests costs no walk
+        # over every pending task.
         result.waiting = len(tasks)
         return result
     demand = Counter(canonical(t.model) for t in tasks if t.model)
@@ -434,6 +438,7 @@ def schedule_once(strategy: str | None = None) -> PassResult:
     placement = Placement(strategy or settings.HIVE_PLACEMENT, estimator, demand, work, lines)
     info: dict[str, dict[str, Any]] = {}
     competitors: dict[frozenset[Any], int] = {}
+    reservations: dict[Any, list[tuple[uuid.UUID, str, bool, float]]] = {}
     capable: dict[tuple[str, str, Any], list[Timeline]] = {}
     # One transaction for the pass's claims: their messages go out together at commit.
     outbox = Outbox()
@@ -467,6 +472,10 @@ def schedule_once(strategy: str | None = None) -> PassResult:
                     result.placed.append((task.pk, line.agent.pk))
                     continue
             start = line.start()
+            if not dispatch:
+                # This slot is the task's next: the execution that frees it may start it (handoff).
+                reservations.setdefault(line.agent.pk, []).append(
+                    (task.pk, model, not line.is_warm(model), handoff.order_key(task.priority, task.created_at)))
             placement.take(line, finish, model)
             group = frozenset(p.agent.pk for p in preferred)
             position = 1 + sum(n for other, n in competitors.items() if other & group)
@@ -480,17 +489,21 @@ def schedule_once(strategy: str | None = None) -> PassResult:
             result.waiting += 1
         outbox.send_at_commit()
     placement.save()
-    publish_queue_info(info)
+    publish_queue_info(info, seq, [line.agent.pk for line in lines], reservations)
     return result
 
 
-def publish_queue_info(info: dict[str, dict[str, Any]]) -> None:
-    """Queue positions and ETAs of waiting tasks, replaced wholesale by every pass."""
+def publish_queue_info(info: dict[str, dict[str, Any]], seq: int | None = None, agent_ids: Sequence[Any] = (),
+                       reservations: dict[Any, list[tuple[uuid.UUID, str, bool, float]]] | None = None) -> None:
+    """Queue positions and ETAs of waiting tasks, replaced wholesale by every pass, and
+    (given the round's sequence number) its reservations for the handoff, together."""
     client = get_redis()
     with client.pipeline(transaction=True) as pipe:
         pipe.delete(QUEUE_INFO_KEY)
         if info:
             pipe.hset(QUEUE_INFO_KEY, mapping={k: json.dumps(v) for k, v in info.items()})
+        if seq is not None:
+            handoff.reserve_in(pipe, seq, list(agent_ids), reservations or {})
         pipe.execute()
 
 

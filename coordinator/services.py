@@ -19,6 +19,7 @@ from django.utils import timezone
 from agents.models import Agent
 from coordinator import events
 from coordinator.dispatch import missing_markers, request_pass_in, request_scheduling_pass, send_execution
+from coordinator.handoff import order_key
 from coordinator.models import Task, TaskAttempt, TaskDependency
 from hive_project import fastsql
 from hive_project.errors import ConflictError
@@ -97,8 +98,10 @@ def create_tasks(specs: list[dict[str, Any]], user: Any = None) -> list[Task]:
             announced.append(events.task_event_args(events.TASK_CREATED, task, model=task.model,
                                                     depends_on=[str(d.pk) for d in deps],
                                                     created_by=getattr(user, "username", None)))
-        # The events and the pass request: one round trip to Redis after commit.
-        events.publish_many(announced, also=request_pass_in)
+        # The events and the pass request: one round trip to Redis after commit. Its
+        # news is the best of the new tasks: a reservation they outrank is not handed off.
+        news = max((order_key(t.priority, t.created_at) for t in created), default=None)
+        events.publish_many(announced, also=lambda batch: request_pass_in(batch, news))
     return created
 
 
@@ -196,7 +199,7 @@ def cancel_task(task: Task) -> Task:
         if task.status == Task.Status.CANCELLED:
             events.task_event(events.TASK_CANCELLED, task)
             fail_dependents(task)
-            request_scheduling_pass()
+            request_scheduling_pass(news=None)  # a cancelled task frees a slot; it outranks nothing
     return task
 
 

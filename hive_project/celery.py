@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import task_prerun, worker_ready
+from celery.signals import task_prerun, worker_ready, worker_shutting_down
 from kombu import Queue
 
 from hive_project import queues
@@ -22,6 +22,22 @@ def _catch_up_on_start(sender: object = None, **kwargs: object) -> None:
     # A worker that (re)joins may be what a stranded task was waiting for.
     sender_app = getattr(sender, "app", app)
     sender_app.send_task("hive.reconcile", queue=queues.CONTROL)
+    hostname = getattr(sender, "hostname", None)
+    if hostname:
+        from coordinator.handoff import worker_started
+
+        worker_started(hostname)
+
+
+@worker_shutting_down.connect
+def _take_no_more_handoffs(sender: object = None, **kwargs: object) -> None:
+    # Warm shutdown waits for running tasks: they finish theirs and hand off no more.
+    from coordinator.handoff import worker_stopping
+
+    try:
+        worker_stopping(str(sender))
+    except Exception:  # noqa: BLE001 - shutting down must not fail on Redis
+        pass
 
 
 @task_prerun.connect

@@ -198,6 +198,12 @@ HIVE_KEEP_ALIVE_SECONDS = env_int("HIVE_KEEP_ALIVE_SECONDS", 300, minimum=0)
 # task's slot starts the next one at once instead of after a scheduling round trip.
 HIVE_QUEUE_AHEAD = env_int("HIVE_QUEUE_AHEAD", 1, minimum=0)
 HIVE_QUEUE_AHEAD_SECONDS = env_float("HIVE_QUEUE_AHEAD_SECONDS", 1.0, minimum=0.0)
+# An execution that finishes starts the task the last scheduling round reserved for
+# its agent's slot, in the same worker process, for up to this many seconds after
+# its message arrived (coordinator.handoff). A handed-off task runs under what is left
+# of the message's time limit, so this is capped at a quarter of HIVE_TASK_TIME_LIMIT.
+# 0: every task goes through a round and a message of its own.
+HIVE_HANDOFF_SECONDS = min(env_float("HIVE_HANDOFF_SECONDS", 10.0, minimum=0.0), HIVE_TASK_TIME_LIMIT / 4)
 HIVE_QUEUED_REDISPATCH_SECONDS = env_int("HIVE_QUEUED_REDISPATCH_SECONDS", 600, minimum=2)
 HIVE_SCHEDULER_INTERVAL = env_float("HIVE_SCHEDULER_INTERVAL", 5.0, minimum=0.5)
 HIVE_PASS_INTERVAL = env_float("HIVE_PASS_INTERVAL", 0.05, minimum=0.0)

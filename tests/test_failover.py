@@ -554,3 +554,59 @@ def test_duplicate_deliveries_of_an_execution_message_run_the_task_once(cluster:
     assert [(a.number, a.outcome) for a in attempts_of(task_id)] == [(1, "succeeded")]
     assert len(after.result.split()) == 60
     assert sim_stats(url)["requests"] == 1, "the node saw one generation"
+
+
+# -- the handoff (coordinator.handoff) under real workers -------------------------------
+
+
+def handed_off(task: Task) -> bool:
+    """Started by the execution that freed its slot: no round queued it, no message ran it."""
+    return task.queued_at is not None and task.queued_at == task.started_at
+
+
+def test_a_higher_priority_task_submitted_mid_chain_takes_the_next_slot(cluster: Cluster, monkeypatch) -> None:
+    # One slot and nothing sent ahead into Ollama's queue: every task after the first
+    # waits for the slot, and the execution that frees it hands it to the next.
+    monkeypatch.setenv("HIVE_QUEUE_AHEAD", "0")
+    url = cluster.up(nodes={"oak": {"tps": 40}}, workers={"w": 2})["oak"]
+    cluster.agent("oak", url, max_concurrency=1, preferred=True)
+    chain = [cluster.submit(title=f"chain {i}", priority=2, options={"num_predict": 30}) for i in range(4)]
+
+    second = cluster.wait(chain[1], {Task.Status.RUNNING, *FINISHED}, 30)
+    assert handed_off(second), (second.queued_at, second.started_at, cluster.logs())
+    urgent = cluster.submit(title="urgent", priority=5, options={"num_predict": 5})
+    still_waiting = [t for t in chain if Task.objects.get(pk=t).status == Task.Status.PENDING]
+    assert still_waiting, "the chain was still going when the urgent task arrived"
+
+    done = {t: cluster.wait(t, FINISHED, 30) for t in [*chain, urgent]}
+    assert all(t.status == Task.Status.COMPLETED for t in done.values()), {t: h.error for t, h in done.items()}
+    assert all(len(attempts_of(t)) == 1 for t in done), {t: history(t) for t in done}
+    assert done[urgent].started_at < min(done[t].started_at for t in still_waiting), \
+        "the urgent task was not passed over by the reservations made before it arrived"
+    assert sum(handed_off(task) for task in done.values()) >= 2, [(t.queued_at, t.started_at) for t in done.values()]
+
+
+def test_a_worker_killed_mid_chain_loses_nothing(cluster: Cluster, monkeypatch) -> None:
+    monkeypatch.setenv("HIVE_QUEUE_AHEAD", "0")
+    url = cluster.up(nodes={"elm": {"tps": 30}}, workers={"first": 2, "second": 2}, beat=True)["elm"]
+    cluster.agent("elm", url, max_concurrency=1, preferred=True)
+    opener = cluster.submit(title="opener", options={"num_predict": 10})
+    chained = cluster.submit(title="chained", options={"num_predict": 120})  # ~4 s of streaming
+
+    task = cluster.wait(chained, {Task.Status.RUNNING}, 30)
+    assert handed_off(task), (task.queued_at, task.started_at)
+    victim = task.worker.partition("@")[0]
+    first_dispatch = task.dispatch_id
+    client = redis_client()
+    eventually(lambda: not client.exists(scheduler.LOCK_KEY), 5, "a moment between passes", cluster)
+    cluster.workers[victim].kill()
+    killed = time.monotonic()
+
+    task = cluster.wait(chained, FINISHED, 30)
+    assert task.status == Task.Status.COMPLETED, (task.error, history(chained), cluster.logs())
+    assert time.monotonic() - killed < 30
+    assert task.timings["eval_count"] == 120 and len(task.result.split()) == 120, "the result is stored once"
+    lost, succeeded = attempts_of(chained)
+    assert lost.outcome == TaskAttempt.Outcome.LOST and "stopped renewing its lease" in lost.error
+    assert lost.dispatch_id == first_dispatch and succeeded.outcome == TaskAttempt.Outcome.SUCCEEDED
+    assert [a.outcome for a in attempts_of(opener)] == [TaskAttempt.Outcome.SUCCEEDED]
