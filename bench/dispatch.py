@@ -33,7 +33,7 @@ NODE = {"tps": 100000, "load_delay": 0, "parallel": 256, "models": MODEL}
 PLAIN_KEY = "bench:plain:{round}"
 
 
-def run(n: int, rounds: int, concurrency: int, tokens: int, out: Path) -> None:
+def run(n: int, rounds: int, concurrency: int, tokens: int, slots: int, out: Path) -> None:
     from bench.harness import Processes, migrate, setup_django, stop_on_sigterm
 
     setup_django()
@@ -51,7 +51,7 @@ def run(n: int, rounds: int, concurrency: int, tokens: int, out: Path) -> None:
 
             from agents.services import register_agent
             agent = register_agent({"slug": "zero", "name": "zero", "endpoint": url, "model": MODEL,
-                                    "max_concurrency": 64, "hardware": {"gpu_type": "simulated"}})
+                                    "max_concurrency": slots, "hardware": {"gpu_type": "simulated"}})
             httpx.post(f"{url}/api/generate", json={"model": MODEL}, timeout=10).raise_for_status()  # resident
             profile = [profile_one_task(agent, tokens) for _ in range(6)][1:]  # the first pays one-off imports
 
@@ -72,7 +72,7 @@ def run(n: int, rounds: int, concurrency: int, tokens: int, out: Path) -> None:
                 results["hive"].append(hive_round(n, tokens, hive, control))
                 log(f"dispatch: round {number + 1} hive  {results['hive'][-1]['throughput']:.0f} tasks/s")
             write_json(out, {"plain": results["plain"], "hive": results["hive"], "profile": summarize_profile(profile),
-                             "pass_scaling": scaling,
+                             "pass_scaling": scaling, "handoff_seconds": settings.HIVE_HANDOFF_SECONDS,
                              "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]})
         finally:
             procs.stop_all()
@@ -149,6 +149,8 @@ def hive_round(n: int, tokens: int, worker: Any, control: Any) -> dict[str, Any]
         "queued_to_started_p50": percentile([secs(r[2], r[3]) for r in done], 50),
         "run_p50": percentile([secs(r[3], r[4]) for r in done], 50),
         "passes": rounds_so_far() - passes_before,
+        # Started by the execution that freed their slot (coordinator.handoff): no message of their own.
+        "handed_off": sum(1 for r in done if r[2] == r[3]),
         **body_cpu(worker_probe.take("hive.execute_task")),
         "cpu": cpu, "loadavg_1m": load,
     }
@@ -317,7 +319,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
     parser.add_argument("--concurrency", type=int, default=8, help="worker processes on each side (default 8)")
     parser.add_argument("--tokens", type=int, default=5, help="num_predict of every task (default 5)")
+    parser.add_argument("--slots", type=int, default=None,
+                        help="the node's slots in Hive (its max_concurrency; default: the worker concurrency, "
+                             "so every slot has a worker process to run it)")
     options = parser.parse_args(argv)
+    slots = options.slots or options.concurrency
     started = time.monotonic()
     with Environment("dispatch") as env:
         out = env.run_dir / "dispatch" / "raw.json"
@@ -325,7 +331,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log(f"dispatch: {options.rounds} rounds x {options.tasks} tasks per side, concurrency {options.concurrency}")
         env.run_child("bench.dispatch", "dispatch", ["--tasks", str(options.tasks), "--rounds", str(options.rounds),
                                                       "--concurrency", str(options.concurrency),
-                                                      "--tokens", str(options.tokens), "--out", str(out)],
+                                                      "--tokens", str(options.tokens), "--slots", str(slots),
+                                                      "--out", str(out)],
                       child_env, timeout=1200)
         raw = json.loads(out.read_text())
         environment = env.describe()
@@ -333,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "benchmark": "dispatch", "date": datetime.now().isoformat(timespec="seconds"),
         "settings": {"tasks": options.tasks, "rounds": options.rounds, "concurrency": options.concurrency,
-                     "num_predict": options.tokens, "node": NODE,
+                     "num_predict": options.tokens, "node": NODE, "slots": slots,
                      "workers": f"prefork, -c {options.concurrency}, prefetch 1, -O fair on each side; "
                                 "Hive adds its control worker (-c 1)"},
         "environment": environment, "raw": raw, "summary": summarize(raw),
@@ -371,7 +378,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         "",
         f"Dispatch overhead — {s['tasks']} tasks per side x {s['rounds']} alternating rounds; node: tps "
-        f"{s['node']['tps']}, load 0 s, {s['node']['parallel']} slots, num_predict {s['num_predict']}",
+        f"{s['node']['tps']}, load 0 s, {s['node']['parallel']} parallel; {s.get('slots', 64)} slots in Hive "
+        f"(handoff {'on' if raw.get('handoff_seconds') else 'off'}), num_predict {s['num_predict']}",
         f"  workers: {s['workers']}",
         f"  {result['environment']['database']}; {result['environment']['redis']}; "
         f"{raw['cpus']} CPUs, 1-min load avg at the end {raw['loadavg_1m']:.1f}",
@@ -390,7 +398,8 @@ def report(result: dict[str, Any]) -> str:
             for side, label in (("plain", "plain:"), ("hive", "Hive:"))),
         *([f"  CPU ms of one task's body in its pool process (mean, p50): plain {summary['plain']['body_cpu_ms_mean']:.1f}, "
            f"{summary['plain']['body_cpu_ms_p50']:.1f} | Hive {summary['hive']['body_cpu_ms_mean']:.1f}, "
-           f"{summary['hive']['body_cpu_ms_p50']:.1f}; the rest of the workers' CPU per task is Celery's"]
+           f"{summary['hive']['body_cpu_ms_p50']:.1f} (per execution message: one runs the tasks handed off after it); "
+           "the rest of the workers' CPU per task is Celery's"]
           if summary["plain"].get("body_cpu_ms_mean") is not None and summary["hive"].get("body_cpu_ms_mean") is not None
           else []),
         "",
@@ -399,7 +408,8 @@ def report(result: dict[str, Any]) -> str:
     for plain, hive in zip(raw["plain"], raw["hive"], strict=True):
         lines.append(f"    {plain['throughput']:6.1f} | {hive['throughput']:6.1f};  {hive['created_to_queued_p50']:.3f}s / "
                      f"{hive['queued_to_started_p50']:.3f}s / {hive['run_p50']:.3f}s;  {hive['passes']} scheduling rounds for "
-                     f"{hive['n']} tasks;  submit took {plain['submit_seconds']:.1f}s | {hive['submit_seconds']:.1f}s")
+                     f"{hive['n']} tasks, {hive.get('handed_off', 0)} handed off;  "
+                     f"submit took {plain['submit_seconds']:.1f}s | {hive['submit_seconds']:.1f}s")
     lines += ["", "  one Hive task, in-process (median of 5): SQL statements (writes), Redis round trips, "
                   "HTTP clients created, CPU ms"]
     for stage, v in raw["profile"].items():
@@ -419,9 +429,10 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--tokens", type=int, required=True)
+    parser.add_argument("--slots", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     options = parser.parse_args(argv)
-    run(options.tasks, options.rounds, options.concurrency, options.tokens, options.out)
+    run(options.tasks, options.rounds, options.concurrency, options.tokens, options.slots, options.out)
 
 
 if __name__ == "__main__":
