@@ -244,6 +244,7 @@ def record_success(agent: Agent, model: str, *, tps: float | None, load_seconds:
         if not Agent.objects.filter(pk=agent.pk).update(**update):
             return
         smoothed = _smooth(agent.tokens_per_second, mean, count) if count else agent.tokens_per_second
+        agent.consecutive_failures, agent.tokens_per_second = 0, smoothed
         events.agent_event(events.AGENT_PERFORMANCE_UPDATE, agent, tokens_per_second=round(smoothed, 2),
                            last_tps=tps, samples=count, model=model, cold_load=False, load_seconds=None)
         return
@@ -274,6 +275,10 @@ def record_success(agent: Agent, model: str, *, tps: float | None, load_seconds:
             update["models_loaded"] = [*others, {"name": model, "model": model, "expires_at": expires.isoformat()}]
         Agent.objects.filter(pk=agent.pk).update(**update)
         fresh.tokens_per_second = update.get("tokens_per_second", fresh.tokens_per_second)
+        # The caller's copy too: an execution handing its slot on keeps using it.
+        for name, value in update.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(agent, name, value)
         events.agent_event(events.AGENT_PERFORMANCE_UPDATE, fresh, tokens_per_second=round(fresh.tokens_per_second, 2),
                            last_tps=tps, samples=count, model=model, cold_load=not was_warm,
                            load_seconds=round(load_seconds, 3) if not was_warm else None)

@@ -68,3 +68,19 @@ def test_a_cold_load_takes_the_folded_samples_with_it():
     after = stored(agent)
     assert after.tokens_per_second == pytest.approx(expected)
     assert after.load_seconds == pytest.approx(2.0) and MODEL in {m["name"] for m in after.models_loaded}
+
+
+def test_the_callers_agent_is_brought_up_to_date_so_the_next_success_is_the_cheap_one():
+    # An execution handing its slot on reuses the agent it read at its first claim:
+    # once the stale expiry has been rewritten, later successes must not rewrite it again.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    stale = (timezone.now() + timedelta(seconds=10)).isoformat()
+    agent = make_agent(tokens_per_second=100.0, models_loaded=[{"name": MODEL, "model": MODEL, "expires_at": stale}])
+    succeed(agent, 200.0)
+    assert agent.models_loaded == stored(agent).models_loaded
+    assert agent.models_loaded[0]["expires_at"] != stale
+    with CaptureQueriesContext(connection) as queries:
+        succeed(agent, 200.0)
+    assert not [q for q in queries if "FOR UPDATE" in q["sql"] or "models_loaded" in q["sql"]], queries.captured_queries
