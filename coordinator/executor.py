@@ -461,7 +461,7 @@ def _finish_cancelled(task: Task, partial: str) -> str:
         task.status = Task.Status.CANCELLED
         events.task_event(events.TASK_CANCELLED, task, result=partial)
         fail_dependents(task)
-        request_scheduling_pass()
+        request_scheduling_pass(news=None)  # a cancelled task frees a slot; it outranks nothing
     return Task.Status.CANCELLED
 
 

@@ -235,7 +235,8 @@ def retry_task(task: Task) -> Task:
             raise ConflictError(f"Task is {task.status}; only failed or cancelled tasks can be retried.")
         task.refresh_from_db()
         events.task_event("task.retried", task)
-        request_scheduling_pass()
+        # It was in no reservation (not pending): it outranks exactly what its own key does.
+        request_scheduling_pass(news=order_key(task.priority, task.created_at))
     task.refresh_from_db()
     return task
 
@@ -275,7 +276,10 @@ def return_to_pending_or_fail(task: Task, dispatch_id: uuid.UUID, error: str, *,
             events.task_event(events.TASK_FAILED if new_status == Task.Status.FAILED else events.TASK_CANCELLED,
                               task, error=error, attempts=task.attempts)
             fail_dependents(task)
-        request_scheduling_pass()
+        # Back to pending it outranks what its own key does (it was in no reservation);
+        # failed or cancelled it only frees a slot.
+        request_scheduling_pass(news=order_key(task.priority, task.created_at)
+                                if new_status == Task.Status.PENDING else None)
     return new_status
 
 
@@ -310,7 +314,7 @@ def reconcile() -> dict[str, int]:
                 send_execution(pk, dispatch_id, priority)
                 counts["redispatched"] += 1
     with transaction.atomic():
-        request_scheduling_pass()
+        request_scheduling_pass(news=None)  # what it returned to pending made its own requests
     return counts
 
 

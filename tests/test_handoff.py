@@ -227,3 +227,23 @@ def test_the_slot_check_is_one_query(agent):
     with CaptureQueriesContext(connection) as queries:
         assert executor._slot_after(first, agent) == (1, False)
     assert len(queries) == 1
+
+
+@pytest.mark.parametrize(("priority", "handed_off"), [(5, False), (1, True)])
+def test_a_task_returned_to_pending_stops_the_handoff_only_if_it_outranks_the_reservation(agent, priority,
+                                                                                           handed_off):
+    from coordinator.services import return_to_pending_or_fail
+
+    first = first_on_the_slot(agent)
+    make_agent(slug="coder", model="codellama:7b", models_available=[{"name": "codellama:7b"}])
+    elsewhere = submit(priority=priority, model="codellama:7b")  # only the other agent can run it
+    waiting = submit(priority=3)
+    scheduler.schedule_once()
+    assert status(elsewhere) == Task.Status.QUEUED and reserved(agent) == [str(waiting.pk)]
+    Task.objects.filter(pk=elsewhere.pk).update(status=Task.Status.RUNNING, attempts=1)
+    elsewhere.refresh_from_db()
+    assert return_to_pending_or_fail(elsewhere, elsewhere.dispatch_id, "node went away",
+                                     exclude_agent=True) == Task.Status.PENDING
+
+    run(first)
+    assert (status(waiting) == Task.Status.COMPLETED) is handed_off
