@@ -28,7 +28,6 @@ PASS_REQUESTED_KEY = "hive:scheduler:requested"
 PASS_REQUESTED_TTL = 10
 DIRTY_KEY = "hive:scheduler:dirty"
 
-#
 # The request also carries its news for the handoff (coordinator.handoff): what the
 # change could bring that outranks a reserved task, numbered after the commit.
 _REQUEST = """

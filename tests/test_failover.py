@@ -610,3 +610,18 @@ def test_a_worker_killed_mid_chain_loses_nothing(cluster: Cluster, monkeypatch) 
     assert lost.outcome == TaskAttempt.Outcome.LOST and "stopped renewing its lease" in lost.error
     assert lost.dispatch_id == first_dispatch and succeeded.outcome == TaskAttempt.Outcome.SUCCEEDED
     assert [a.outcome for a in attempts_of(opener)] == [TaskAttempt.Outcome.SUCCEEDED]
+
+
+def test_a_worker_shutting_down_says_so_and_a_restarted_one_takes_handoffs_again(cluster: Cluster) -> None:
+    from coordinator.handoff import stopping_key
+
+    worker = cluster.worker("quitter", concurrency=1)
+    hostname = re.search(r"(quitter@\S+) v\d", worker.output())
+    assert hostname, worker.output()[-2000:]
+    key = stopping_key(hostname.group(1))
+    client = redis_client()
+    assert not client.exists(key)
+    worker.kill(signal.SIGTERM)  # warm shutdown: running tasks finish, no handoff after them
+    eventually(lambda: bool(client.exists(key)), 20, "the stopping flag", cluster)
+    cluster.worker("quitter", concurrency=1)
+    assert not client.exists(key), "a worker that is ready again takes handoffs"
