@@ -47,9 +47,14 @@ class LeaseHeld(Exception):
 # (results, history, the agent's model lists) stays in the database and loads on
 # first use.
 CLAIM_FIELDS = ("title", "prompt", "system", "task_type", "model", "options", "priority", "metadata",
-                "assigned_agent", "attempts", "max_attempts")
+                "assigned_agent", "attempts", "attempt_offset", "max_attempts")
 AGENT_FIELDS = ("slug", "name", "endpoint", "model", "status", "draining", "max_concurrency", "models_loaded",
                 "tokens_per_second", "load_seconds", "consecutive_failures")
+
+
+def attempt_number(row: dict[str, Any]) -> int:
+    """The attempt row's number: this run's attempts after those of the runs before a retry."""
+    return row["attempts"] + row["attempt_offset"]
 
 
 def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
@@ -75,7 +80,7 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
                 raise LeaseHeld(max((held_until - now).total_seconds(), 0.5))
             return None
         (row,) = rows
-        fastsql.insert(TaskAttempt, {"task": task_id, "number": row["attempts"], "agent": row["assigned_agent_id"],
+        fastsql.insert(TaskAttempt, {"task": task_id, "number": attempt_number(row), "agent": row["assigned_agent_id"],
                                      "dispatch_id": dispatch_id, "worker": worker, "started_at": now})
     values = {**row, "id": uuid.UUID(str(task_id)), "dispatch_id": uuid.UUID(str(dispatch_id)),
               "status": Task.Status.RUNNING, "worker": worker, "lease_expires_at": lease, "started_at": now}
@@ -434,7 +439,7 @@ def _take_handed_off(agent: Agent, worker: str, reserved: tuple[str, str] | None
         (row,) = rows
         metadata = {**row["metadata"], "model": model, "cold_load": False}
         fastsql.update(Task, {"metadata": metadata}, {"id": task_id})
-        fastsql.insert(TaskAttempt, {"task": task_id, "number": row["attempts"], "agent": agent.pk,
+        fastsql.insert(TaskAttempt, {"task": task_id, "number": attempt_number(row), "agent": agent.pk,
                                      "dispatch_id": dispatch_id, "worker": worker, "started_at": now})
         task = fastsql.instance(Task, {**row, "metadata": metadata, "id": uuid.UUID(task_id),
                                        "dispatch_id": dispatch_id, "status": Task.Status.RUNNING, "worker": worker,

@@ -68,6 +68,9 @@ class Task(models.Model):
     depends_on = models.ManyToManyField("self", symmetrical=False, through="TaskDependency",
                                         related_name="dependents", blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Attempts of the runs before the last retry (which restarts ``attempts`` at 0): the
+    # next attempt row is numbered after them, so the history keeps every one.
+    attempt_offset = models.PositiveIntegerField(default=0, editable=False)
     max_attempts = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1), MaxValueValidator(20)])
     result = models.TextField(blank=True)
     error = models.TextField(blank=True)

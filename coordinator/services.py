@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from agents.models import Agent
@@ -226,7 +227,9 @@ def assign_task(task: Task, agent: Agent) -> Task:
 def retry_task(task: Task) -> Task:
     with transaction.atomic():
         updated = Task.objects.filter(pk=task.pk, status__in=_FAILED_OR_CANCELLED).update(
-            status=Task.Status.PENDING, attempts=0, error="", result="", excluded_agents=[], cancel_requested=False,
+            # A fresh budget of attempts; the history keeps the earlier ones, numbered first.
+            status=Task.Status.PENDING, attempt_offset=F("attempt_offset") + F("attempts"), attempts=0,
+            error="", result="", excluded_agents=[], cancel_requested=False,
             assigned_agent=None, dispatch_id=None, completed_at=None, started_at=None, queued_at=None, timings={},
             tokens_per_second=None,
         )

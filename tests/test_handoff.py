@@ -247,3 +247,21 @@ def test_a_task_returned_to_pending_stops_the_handoff_only_if_it_outranks_the_re
 
     run(first)
     assert (status(waiting) == Task.Status.COMPLETED) is handed_off
+
+
+def test_a_retried_task_runs_again_and_keeps_its_earlier_attempts(agent):
+    # Retrying restarts the attempt budget; the new attempt rows are numbered after the
+    # old ones (they were numbered 1.. again, and the unique (task, number) refused them).
+    from coordinator.services import retry_task
+
+    task = first_on_the_slot(agent)
+    assert run(task) == Task.Status.COMPLETED
+    Task.objects.filter(pk=task.pk).update(status=Task.Status.FAILED, error="failed after 1 attempt(s): boom")
+    task.refresh_from_db()
+    retried = retry_task(task)
+    assert retried.status == Task.Status.PENDING and retried.attempts == 0 and retried.attempt_offset == 1
+    scheduler.schedule_once()
+    retried.refresh_from_db()
+    assert run(retried) == Task.Status.COMPLETED
+    assert [(a.number, a.outcome) for a in TaskAttempt.objects.filter(task=task)] == [
+        (1, TaskAttempt.Outcome.SUCCEEDED), (2, TaskAttempt.Outcome.SUCCEEDED)]
