@@ -49,3 +49,22 @@ def test_the_hot_queries_search_an_index_instead_of_scanning_the_history():
                     cursor.execute("SET LOCAL enable_seqscan = off")
             text = queryset.explain()  # type: ignore[attr-defined]
         assert uses_an_index(text), f"{name} reads every task: {text}"
+
+
+def test_the_handoff_slot_check_searches_indexes_too():
+    from agents.models import Agent
+    from coordinator import executor
+    from tests.factories import make_agent, make_task
+
+    agent = make_agent()
+    task = make_task(status=Task.Status.RUNNING, assigned_agent=agent)
+    params = [Agent._meta.pk.get_db_prep_value(agent.pk, connection)] * 2 + [
+        Task._meta.pk.get_db_prep_value(task.pk, connection)]
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(("EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN ")
+                       + executor._slot_state_sql(), params)
+        text = "\n".join(str(row[-1]) for row in cursor.fetchall())
+    assert uses_an_index(text), f"the slot check reads every task: {text}"
+    assert "SCAN task_dependencies" not in text and "Seq Scan on task_dependencies" not in text, text
