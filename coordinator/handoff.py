@@ -59,6 +59,13 @@ def list_key(agent_id: Any) -> str:
     return f"{LIST_PREFIX}{agent_id}"
 
 
+# The execution queues this worker process consumes (set in the worker's main process
+# before the pool forks; None outside a worker: any). A reservation is taken only by a
+# process that could have received its task's message, so workers dedicated to the
+# high-priority queue are never tied up by low-priority work handed to them.
+consumed_queues: frozenset[str] | None = None
+
+
 def stopping_key(worker: str) -> str:
     return f"{STOPPING_PREFIX}{worker}"
 
@@ -90,16 +97,17 @@ def round_state() -> tuple[int, int | None]:
 
 
 def reserve_in(pipe: Any, seq: int, agent_ids: list[Any],
-               reservations: dict[Any, list[tuple[uuid.UUID, str, bool, float]]]) -> None:
+               reservations: dict[Any, list[tuple[uuid.UUID, str, bool, float, str]]]) -> None:
     """Replace the reservations with a round's, as part of ``pipe`` (a MULTI pipeline):
     for each agent it saw, the tasks that wait for its slots in the order they should
-    get them, as (task id, model, needs a cold load, order key)."""
+    get them, as (task id, model, needs a cold load, order key, execution queue)."""
     for agent_id in agent_ids:
         key = list_key(agent_id)
         pipe.delete(key)
         entries = reservations.get(agent_id)
         if entries:
-            pipe.rpush(key, *(f"{seq}|{task}|{int(cold)}|{order!r}|{model}" for task, model, cold, order in entries))
+            pipe.rpush(key, *(f"{seq}|{task}|{int(cold)}|{order!r}|{queue}|{model}"
+                              for task, model, cold, order, queue in entries))
             pipe.expire(key, RESERVATION_TTL)
     pipe.set(ROUND_KEY, seq, ex=RESERVATION_TTL)
     pipe.zremrangebyscore(NEWS_KEY, "-inf", seq)
@@ -107,9 +115,15 @@ def reserve_in(pipe: Any, seq: int, agent_ids: list[Any],
 
 _TAKE = """
 if redis.call('EXISTS', KEYS[4]) == 1 then return false end
-local entry = redis.call('LPOP', KEYS[1])
+local entry = redis.call('LINDEX', KEYS[1], 0)
 if not entry then return false end
-local tag, task, cold, key, model = string.match(entry, '^(%d+)|([^|]+)|([01])|([^|]+)|(.*)$')
+local tag, task, cold, key, queue, model = string.match(entry, '^(%d+)|([^|]+)|([01])|([^|]+)|([^|]+)|(.*)$')
+if tag ~= nil and #ARGV > 0 then
+  local mine = false
+  for _, consumed in ipairs(ARGV) do if consumed == queue then mine = true end end
+  if not mine then return false end  -- left in place for a process that may run it
+end
+redis.call('LPOP', KEYS[1])
 if tag == nil or tag ~= redis.call('GET', KEYS[2]) or cold == '1' then
   redis.call('DEL', KEYS[1])
   return false
@@ -129,7 +143,8 @@ return {task, model}
 def take(agent_id: Any, worker: str) -> tuple[str, str] | None:
     """The next task reserved for ``agent_id``'s slots, as (task id, model), if it may
     start now; None otherwise (the completion's pass request then places the work)."""
-    found = script(_TAKE)(keys=[list_key(agent_id), ROUND_KEY, NEWS_KEY, stopping_key(worker)])
+    found = script(_TAKE)(keys=[list_key(agent_id), ROUND_KEY, NEWS_KEY, stopping_key(worker)],
+                          args=sorted(consumed_queues or ()))
     if not found:
         return None
     task_id, model = found

@@ -37,7 +37,7 @@ from agents.models import Agent, parse_ollama_time
 from coordinator import events, handoff
 from coordinator.dispatch import DIRTY_KEY, PASS_REQUESTED_KEY, PASS_REQUESTED_TTL, send_executions, send_pass_message
 from coordinator.models import Task, TaskDependency
-from hive_project import fastsql
+from hive_project import fastsql, queues
 from hive_project.redis_client import get_redis, script
 
 logger = logging.getLogger(__name__)
@@ -438,7 +438,7 @@ def schedule_once(strategy: str | None = None) -> PassResult:
     placement = Placement(strategy or settings.HIVE_PLACEMENT, estimator, demand, work, lines)
     info: dict[str, dict[str, Any]] = {}
     competitors: dict[frozenset[Any], int] = {}
-    reservations: dict[Any, list[tuple[uuid.UUID, str, bool, float]]] = {}
+    reservations: dict[Any, list[tuple[uuid.UUID, str, bool, float, str]]] = {}
     capable: dict[tuple[str, str, Any], list[Timeline]] = {}
     # One transaction for the pass's claims: their messages go out together at commit.
     outbox = Outbox()
@@ -475,7 +475,8 @@ def schedule_once(strategy: str | None = None) -> PassResult:
             if not dispatch:
                 # This slot is the task's next: the execution that frees it may start it (handoff).
                 reservations.setdefault(line.agent.pk, []).append(
-                    (task.pk, model, not line.is_warm(model), handoff.order_key(task.priority, task.created_at)))
+                    (task.pk, model, not line.is_warm(model), handoff.order_key(task.priority, task.created_at),
+                     queues.queue_for_priority(task.priority)))
             placement.take(line, finish, model)
             group = frozenset(p.agent.pk for p in preferred)
             position = 1 + sum(n for other, n in competitors.items() if other & group)
@@ -494,7 +495,7 @@ def schedule_once(strategy: str | None = None) -> PassResult:
 
 
 def publish_queue_info(info: dict[str, dict[str, Any]], seq: int | None = None, agent_ids: Sequence[Any] = (),
-                       reservations: dict[Any, list[tuple[uuid.UUID, str, bool, float]]] | None = None) -> None:
+                       reservations: dict[Any, list[tuple[uuid.UUID, str, bool, float, str]]] | None = None) -> None:
     """Queue positions and ETAs of waiting tasks, replaced wholesale by every pass, and
     (given the round's sequence number) its reservations for the handoff, together."""
     client = get_redis()

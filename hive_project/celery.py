@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import task_prerun, worker_ready, worker_shutting_down
+from celery.signals import celeryd_after_setup, task_prerun, worker_ready, worker_shutting_down
 from kombu import Queue
 
 from hive_project import queues
@@ -27,6 +27,17 @@ def _catch_up_on_start(sender: object = None, **kwargs: object) -> None:
         from coordinator.handoff import worker_started
 
         worker_started(hostname)
+
+
+@celeryd_after_setup.connect
+def _note_consumed_queues(sender: object = None, instance: object = None, **kwargs: object) -> None:
+    # Before the pool forks: its processes hand off only tasks of queues this worker consumes.
+    from coordinator import handoff
+
+    consumed = getattr(getattr(getattr(instance, "app", app), "amqp", None), "queues", None)
+    names = getattr(consumed, "consume_from", None)
+    if names:
+        handoff.consumed_queues = frozenset(names)
 
 
 @worker_shutting_down.connect

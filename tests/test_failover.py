@@ -625,3 +625,26 @@ def test_a_worker_shutting_down_says_so_and_a_restarted_one_takes_handoffs_again
     eventually(lambda: bool(client.exists(key)), 20, "the stopping flag", cluster)
     cluster.worker("quitter", concurrency=1)
     assert not client.exists(key), "a worker that is ready again takes handoffs"
+
+
+def test_a_worker_hands_off_only_tasks_of_the_queues_it_consumes(cluster: Cluster, monkeypatch) -> None:
+    # Workers dedicated to a priority queue (as compose runs them) keep to it: the
+    # low-queue worker finishing a task does not take the high-priority one waiting
+    # for the same slot; that one goes to hive.high and waits for a worker there.
+    monkeypatch.setenv("HIVE_QUEUE_AHEAD", "0")
+    url = cluster.node("ash", tps=40)
+    low = start_worker("low", queue_names=(queues.LOW, queues.CONTROL), concurrency=2)
+    cluster.procs.append(low)
+    cluster.agent("ash", url, max_concurrency=1, preferred=True)
+    slow = cluster.submit(title="low work", priority=1, options={"num_predict": 30})
+    cluster.wait(slow, {Task.Status.RUNNING}, 30)
+    urgent = cluster.submit(title="urgent", priority=5, options={"num_predict": 5})
+    assert cluster.wait(slow, FINISHED, 30).status == Task.Status.COMPLETED
+    queued = cluster.wait(urgent, {Task.Status.QUEUED}, 30)
+    time.sleep(0.5)
+    assert Task.objects.get(pk=urgent).status == Task.Status.QUEUED, "nobody consumes hive.high yet"
+
+    cluster.worker("high", concurrency=1)  # consumes every queue
+    done = cluster.wait(urgent, FINISHED, 30)
+    assert done.status == Task.Status.COMPLETED and done.dispatch_id == queued.dispatch_id
+    assert done.worker.startswith("high@") and not handed_off(done)

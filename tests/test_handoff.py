@@ -265,3 +265,28 @@ def test_a_retried_task_runs_again_and_keeps_its_earlier_attempts(agent):
     assert run(retried) == Task.Status.COMPLETED
     assert [(a.number, a.outcome) for a in TaskAttempt.objects.filter(task=task)] == [
         (1, TaskAttempt.Outcome.SUCCEEDED), (2, TaskAttempt.Outcome.SUCCEEDED)]
+
+
+def test_a_process_takes_only_reservations_of_queues_its_worker_consumes(agent, monkeypatch):
+    first = first_on_the_slot(agent)
+    waiting = submit(priority=3)  # hive.medium
+    scheduler.schedule_once()
+    monkeypatch.setattr(handoff, "consumed_queues", frozenset({"hive.low", "hive.control"}))
+    run(first)
+    assert status(waiting) == Task.Status.PENDING
+    assert reserved(agent) == [str(waiting.pk)], "left in place for a process that may run it"
+
+    second = submit(priority=1)
+    scheduler.schedule_once()  # the slot is free again: waiting goes by message, second waits
+    assert status(waiting) == Task.Status.QUEUED and reserved(agent) == [str(second.pk)]
+    monkeypatch.setattr(handoff, "consumed_queues", frozenset({"hive.medium"}))
+    run(Task.objects.get(pk=waiting.pk))
+    assert status(second) == Task.Status.PENDING, "hive.low is not this worker's"
+
+    scheduler.schedule_once()
+    assert status(second) == Task.Status.QUEUED
+    third = submit(priority=1)
+    scheduler.schedule_once()
+    monkeypatch.setattr(handoff, "consumed_queues", frozenset({"hive.medium", "hive.low"}))
+    run(Task.objects.get(pk=second.pk))
+    assert status(third) == Task.Status.COMPLETED, "a worker on several queues takes any of them"
