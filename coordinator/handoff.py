@@ -26,6 +26,9 @@ could outrank it:
   list, so a later pop cannot skip the refused task either. The next round (the
   completion asked for one) decides again.
 
+A process takes a reservation only if its worker consumes the task's priority queue
+(it leaves it in place otherwise), so workers dedicated to one queue keep to it.
+
 Reservations are hints, the database stays the truth: a popped task that is no longer
 pending is skipped, and when Redis loses the lists (flushed, restarted) executions
 simply fall back to asking for a pass.
@@ -119,9 +122,9 @@ local entry = redis.call('LINDEX', KEYS[1], 0)
 if not entry then return false end
 local tag, task, cold, key, queue, model = string.match(entry, '^(%d+)|([^|]+)|([01])|([^|]+)|([^|]+)|(.*)$')
 if tag ~= nil and #ARGV > 0 then
-  local mine = false
-  for _, consumed in ipairs(ARGV) do if consumed == queue then mine = true end end
-  if not mine then return false end  -- left in place for a process that may run it
+  local ours = false
+  for _, consumed in ipairs(ARGV) do if consumed == queue then ours = true end end
+  if not ours then return false end  -- left in place for a process that may run it
 end
 redis.call('LPOP', KEYS[1])
 if tag == nil or tag ~= redis.call('GET', KEYS[2]) or cold == '1' then
