@@ -40,6 +40,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import redis
 from django.conf import settings
 
 from hive_project.redis_client import get_redis, script
@@ -160,8 +161,15 @@ def drop(agent_id: Any) -> None:
 
 
 def worker_stopping(worker: str) -> None:
-    """A worker shutting down finishes what it runs and takes nothing more."""
-    get_redis().set(stopping_key(worker), 1, ex=settings.HIVE_TASK_TIME_LIMIT + 60)
+    """A worker shutting down finishes what it runs and takes nothing more.
+
+    Called from the worker's signal handler: a client of its own (no lock shared with
+    whatever the handler interrupted) and short timeouts (Redis may be gone already)."""
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.set(stopping_key(worker), 1, ex=settings.HIVE_TASK_TIME_LIMIT + 60)
+    finally:
+        client.close()
 
 
 def worker_started(worker: str) -> None:
