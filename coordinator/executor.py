@@ -57,6 +57,25 @@ def attempt_number(row: dict[str, Any]) -> int:
     return row["attempts"] + row["attempt_offset"]
 
 
+def _running(worker: str) -> dict[str, Any]:
+    """What every start writes: running, leased to this worker, one attempt more."""
+    now = timezone.now()
+    return {"status": Task.Status.RUNNING, "attempts": fastsql.Add(1), "worker": worker, "started_at": now,
+            "lease_expires_at": now + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)}
+
+
+def _started(row: dict[str, Any], task_id: Any, dispatch_id: Any, agent_id: Any, fields: dict[str, Any],
+             **more: Any) -> Task:
+    """After a start's conditional UPDATE (``fields``, returning CLAIM_FIELDS as ``row``):
+    its attempt row, and the task as the executor needs it."""
+    fastsql.insert(TaskAttempt, {"task": task_id, "number": attempt_number(row), "agent": agent_id,
+                                 "dispatch_id": dispatch_id, "worker": fields["worker"],
+                                 "started_at": fields["started_at"]})
+    written = {name: value for name, value in fields.items() if not isinstance(value, fastsql.Add)}
+    return fastsql.instance(Task, {**row, **written, "id": uuid.UUID(str(task_id)),
+                                   "dispatch_id": uuid.UUID(str(dispatch_id)), **more})
+
+
 def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
     """Take the task for this delivery: running, leased to this worker, one attempt more.
 
@@ -64,10 +83,8 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
     message changes nothing. The claim and its attempt row commit together. The
     statements are fastsql's: they run for every task (see hive_project.fastsql).
     """
-    now = timezone.now()
-    lease = now + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)
-    fields: dict[str, Any] = {"status": Task.Status.RUNNING, "attempts": fastsql.Add(1), "lease_expires_at": lease,
-                              "worker": worker, "started_at": now}
+    fields = _running(worker)
+    now = fields["started_at"]
     with transaction.atomic():
         rows = fastsql.update(Task, fields, {"id": task_id, "dispatch_id": dispatch_id, "status": Task.Status.QUEUED,
                                              "cancel_requested": False}, returning=CLAIM_FIELDS)
@@ -80,12 +97,8 @@ def claim(task_id: str, dispatch_id: str, worker: str) -> Task | None:
                 raise LeaseHeld(max((held_until - now).total_seconds(), 0.5))
             return None
         (row,) = rows
-        fastsql.insert(TaskAttempt, {"task": task_id, "number": attempt_number(row), "agent": row["assigned_agent_id"],
-                                     "dispatch_id": dispatch_id, "worker": worker, "started_at": now})
-    values = {**row, "id": uuid.UUID(str(task_id)), "dispatch_id": uuid.UUID(str(dispatch_id)),
-              "status": Task.Status.RUNNING, "worker": worker, "lease_expires_at": lease, "started_at": now}
-    task = fastsql.instance(Task, values)
-    agent_id = row["assigned_agent_id"]
+        agent_id = row["assigned_agent_id"]
+        task = _started(row, task_id, dispatch_id, agent_id, fields)
     task.assigned_agent = fastsql.get(Agent, agent_id, AGENT_FIELDS) if agent_id is not None else None
     events.task_event(events.TASK_STARTED, task, attempt=task.attempts, worker=worker,
                       model=task.metadata.get("model"), also=lambda batch: forget_marker_in(batch, dispatch_id))
@@ -425,12 +438,9 @@ def _take_handed_off(agent: Agent, worker: str, reserved: tuple[str, str] | None
             return None
         task_id, model = reserved
         dispatch_id = uuid.uuid4()
-        now = timezone.now()
-        lease = now + timedelta(seconds=settings.HIVE_TASK_LEASE_SECONDS)
-        rows = fastsql.update(Task, {"status": Task.Status.RUNNING, "assigned_agent": agent.pk,
-                                     "dispatch_id": dispatch_id, "attempts": fastsql.Add(1), "lease_expires_at": lease,
-                                     "worker": worker, "queued_at": now, "started_at": now},
-                              {"id": task_id, "status": Task.Status.PENDING, "cancel_requested": False},
+        fields = _running(worker)
+        fields.update(assigned_agent=agent.pk, dispatch_id=dispatch_id, queued_at=fields["started_at"])
+        rows = fastsql.update(Task, fields, {"id": task_id, "status": Task.Status.PENDING, "cancel_requested": False},
                               returning=CLAIM_FIELDS)
         if not rows:
             # Placed or cancelled since the round reserved it: not waiting any more.
@@ -439,11 +449,7 @@ def _take_handed_off(agent: Agent, worker: str, reserved: tuple[str, str] | None
         (row,) = rows
         metadata = {**row["metadata"], "model": model, "cold_load": False}
         fastsql.update(Task, {"metadata": metadata}, {"id": task_id})
-        fastsql.insert(TaskAttempt, {"task": task_id, "number": attempt_number(row), "agent": agent.pk,
-                                     "dispatch_id": dispatch_id, "worker": worker, "started_at": now})
-        task = fastsql.instance(Task, {**row, "metadata": metadata, "id": uuid.UUID(task_id),
-                                       "dispatch_id": dispatch_id, "status": Task.Status.RUNNING, "worker": worker,
-                                       "lease_expires_at": lease, "started_at": now, "queued_at": now})
+        task = _started(row, task_id, dispatch_id, agent.pk, fields, metadata=metadata)
         task.assigned_agent = agent
         announced.append(events.task_event_args(events.TASK_ASSIGNED, task, model=model, agent=agent.name))
         announced.append(events.task_event_args(events.TASK_STARTED, task, attempt=task.attempts, worker=worker,

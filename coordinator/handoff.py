@@ -89,13 +89,9 @@ def news_arg(news: float | None) -> str:
     return "inf" if math.isinf(news) else repr(float(news))
 
 
-def round_seq() -> int:
-    """Read by a round before it reads the database: news numbered after it is news to it."""
-    return round_state()[0]
-
-
 def round_state() -> tuple[int, int | None]:
-    """(The sequence number now, the one the live reservations were made at, if any)."""
+    """(The sequence number now, the one the live reservations were made at, if any).
+    Read by a round before it reads the database: news numbered after it is news to it."""
     now, reserved = get_redis().mget(SEQ_KEY, ROUND_KEY)
     return int(now or 0), int(reserved) if reserved is not None else None
 

@@ -68,7 +68,7 @@ def test_a_round_reserves_the_waiting_tasks_for_the_busy_slot_in_schedule_order(
     scheduler.schedule_once()
     assert reserved(agent) == [str(high.pk), str(mid.pk), str(low.pk)]
     assert [status(t) for t in (low, high, mid)] == [Task.Status.PENDING] * 3
-    assert int(get_redis().get(handoff.ROUND_KEY)) == handoff.round_seq()
+    assert int(get_redis().get(handoff.ROUND_KEY)) == handoff.round_state()[0]
 
 
 def test_a_finishing_execution_runs_the_reserved_tasks_in_order_in_the_same_process(agent):
