@@ -154,11 +154,10 @@ def test_python_sandbox_basics():
 
 
 @pytest.mark.parametrize("code, message", [
-    ("open('/etc/passwd').read()", "file access is not allowed"),
-    ("open('out.txt', 'w').write('x')", "file access is not allowed"),
-    ("import socket\nsocket.socket()", "network access is not allowed"),
-    ("import subprocess\nsubprocess.run(['id'])", "not allowed"),
-    ("import os\nos.system('id')", "not allowed"),
+    ("open('/etc/passwd').read()", "Permission denied.*cannot use files"),
+    ("open('out.txt', 'w').write('x')", "Permission denied.*cannot use files"),
+    ("import socket\nsocket.socket()", "Operation not permitted.*the network"),
+    ("import subprocess\nsubprocess.run(['id'])", "Operation not permitted"),
     ("return _env.HOME", "access to env vars denied"),
 ])
 def test_python_sandbox_refuses_host_access(code, message):
