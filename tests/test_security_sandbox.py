@@ -86,16 +86,19 @@ def _children_running() -> list[psutil.Process]:
 
 def test_ordinary_code_still_runs_with_the_standard_library():
     status, items, error = _run("""
-        import json, math, re, hashlib, base64, zlib, decimal, statistics, uuid, zoneinfo, datetime, threading
-        box = []
-        t = threading.Thread(target=lambda: box.append(1))
-        t.start(); t.join()
+        import json, math, re, hashlib, base64, zlib, decimal, statistics, uuid, zoneinfo, datetime, time, random
+        time.sleep(0.01)
         return [{"sha": hashlib.sha256(b"x").hexdigest()[:6], "b64": base64.b64encode(b"hi").decode(),
                  "z": len(zlib.compress(b"a" * 100)), "tz": str(zoneinfo.ZoneInfo("Europe/Paris")),
-                 "mean": statistics.mean([1, 2, 3]), "thread": box}]
+                 "mean": statistics.mean([1, 2, 3]), "r": 0 <= random.random() < 1}]
     """)
     assert (status, error) == ("success", None)
-    assert items == [{"sha": "2d7116", "b64": "aGk=", "z": 12, "tz": "Europe/Paris", "mean": 2, "thread": [1]}]
+    assert items == [{"sha": "2d7116", "b64": "aGk=", "z": 12, "tz": "Europe/Paris", "mean": 2, "r": True}]
+
+
+def test_threads_are_refused_as_in_n8ns_own_python_runtime():
+    error = _refused("import threading\nthreading.Thread(target=print).start()")
+    assert "can't start new thread" in error
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the uid drop happens only when Hive runs as root")
@@ -118,6 +121,10 @@ def test_code_runs_as_nobody_without_capabilities_when_hive_runs_as_root():
     "/proc/self/maps",
     str(Path(__file__)),                  # Hive's own source
     sys.prefix + "/pyvenv.cfg",
+    # third-party packages: Hive's own dependencies, and those installed beside the stdlib
+    str(Path(psutil.__file__)),
+    str(Path(sysconfig.get_path("purelib", vars={"base": sys.base_prefix})) / "pip" / "__init__.py"),
+    str(Path.home() / ".bashrc"),
 ])
 def test_it_cannot_read_files_outside_the_standard_library(path):
     error = _refused(f"return [{{'data': open({path!r}, 'rb').read(64).hex()}}]")
@@ -367,3 +374,39 @@ def test_one_execution_never_sees_another_executions_javascript_globals():
     seen = js("return [{stolen: typeof globalThis.stolen, polluted: ({}).polluted === undefined, "
               "map: [1, 2].map(x => x * 2)}];")
     assert seen == [{"stolen": "undefined", "polluted": True, "map": [2, 4]}]
+
+
+def test_host_resources_the_rlimits_do_not_count_are_refused():
+    """Found by attacking the first version: kernel objects outside RLIMIT_AS/FSIZE/NOFILE."""
+    for body in (
+        # disk: reserve blocks on the output file without growing its size
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]\n"
+        "r = libc.fallocate(2, 1, 0, 30 << 30)\nassert r < 0, r\nraise PermissionError(1, 'fallocate refused')",
+        # memory: shared memory files are not address space
+        "import os\nos.memfd_create('x')",
+        # a thread-like task with a private fd table (no CLONE_FILES), past RLIMIT_NOFILE
+        "import ctypes\nr = ctypes.CDLL(None).syscall(56, 0x00010000 | 0x00000100 | 0x00000800, 0, 0, 0, 0)\n"
+        "assert r < 0, r\nraise PermissionError(1, 'clone refused')",
+        # outliving the worker: clearing PR_SET_PDEATHSIG
+        "import ctypes\nr = ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)\nassert r < 0, r\n"
+        "raise PermissionError(1, 'prctl refused')",
+        # system calls newer than libseccomp's tables (setxattrat, 463 on x86-64)
+        "import ctypes\nr = ctypes.CDLL(None).syscall(463, -100, b'/tmp', 0, b'user.x', 0, 0)\nassert r < 0, r\n"
+        "raise PermissionError(1, 'setxattrat refused')",
+        # watching what the worker opens, and nudging other processes' priorities
+        "import ctypes\nr = ctypes.CDLL(None).inotify_init()\nassert r < 0, r\nraise PermissionError(1, 'refused')",
+        "import os\nos.setpriority(os.PRIO_USER, 65534, 19)",
+        "import os\nos.sched_setaffinity(1, {0})",
+        "import fcntl\nfcntl.flock(open('/usr/share/zoneinfo/UTC'), fcntl.LOCK_EX)",
+    ):
+        _refused(body)
+
+
+def test_an_answer_the_engine_could_not_hold_is_refused():
+    status, _, error = _run("import os\nos.write(1, b'{\"value\": [' + b'{},' * 200_000 + b'{}]}')\nos._exit(0)")
+    assert status == "error" and "200001 items; at most 100000" in error
+    status, _, error = _run("return [{'x': 'y' * (9 * 1024 * 1024)}]")
+    assert status == "error" and "more than 8 MB" in error
+    status, _, error = _run("import os\nos.write(1, b'{\"error\": \"forged\"}')\nos._exit(0)")
+    assert status == "error" and error == "Python code failed"

@@ -6,18 +6,20 @@ switch off from inside this interpreter is a convenience here, never a defence; 
 containment is what the kernel enforces once :func:`lock_down` has run, and none of
 it can be undone by the process:
 
-* **uid** — when started as root, the process drops to ``nobody`` (no groups, no
-  capabilities; only ``CAP_DAC_READ_SEARCH`` is kept when the standard library sits
-  under a directory ``nobody`` cannot traverse, such as pyenv's ``/root/.pyenv``, and
-  Landlock still limits what may be read to the paths below);
-* **Landlock** — file access is limited to reading the standard library and the time
-  zone database: no other reads, no writes, no new files anywhere; TCP bind/connect
-  (ABI 4+) and signals or abstract unix sockets outside the sandbox (ABI 6+) are
-  refused too;
-* **seccomp** — no sockets of any family, no new processes (threads only), no exec,
-  no signals to other processes, no ptrace or cross-process memory access, no
-  namespaces, mounts, io_uring, bpf, keyrings or SysV IPC, no uid/permission changes;
-  a syscall of a foreign ABI (32-bit ``int 0x80``, x32) kills the process;
+* **uid** — when started as root, the process drops to ``nobody`` for good (no
+  groups, no capabilities). If the standard library sits under a directory ``nobody``
+  cannot enter (pyenv's ``/root/.pyenv``), a private mount namespace first covers that
+  directory with an empty tmpfs and binds the standard library back, read-only;
+* **Landlock** — file access is limited to reading the standard library (not the
+  third-party packages in its site-packages) and the time zone database: no other
+  reads, no writes, no new files anywhere; TCP bind/connect (ABI 4+) and signals or
+  abstract unix sockets outside the sandbox (ABI 6+) are refused too;
+* **seccomp** — an allow-list: memory, reading and writing open files, time, its own
+  signals; everything else fails with EPERM — sockets of any family, processes and
+  threads, exec, signals to others, ptrace, namespaces, mounts, io_uring, bpf,
+  memfd, fallocate, inotify, xattrs, locks, priorities, prctl (so PDEATHSIG stays),
+  and every system call newer than the list; a system call of a foreign ABI
+  (32-bit ``int 0x80``, x32) kills the process;
 * **rlimits** — address space, CPU seconds, output file size (stdout and stderr are
   files the parent reads), no core dumps; the parent kills the process group at the
   node's timeout, and the parent's death kills this process.
@@ -70,11 +72,13 @@ _libc.syscall.restype = ctypes.c_long
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 PR_SET_PDEATHSIG = 1
-PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 NOBODY = 65534
-CAP_DAC_READ_SEARCH = 2
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
 
 def _check(result, what):
@@ -84,33 +88,46 @@ def _check(result, what):
     return result
 
 
-def drop_root(keep_read_search):
-    """setuid to nobody for good; optionally keep only CAP_DAC_READ_SEARCH (see module doc)."""
+def _mount(source, target, fstype, flags, data=None):
+    def enc(value):
+        return value.encode() if isinstance(value, str) else value
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount({target})")
+
+
+def expose(roots, hidden_tops):
+    """Let nobody reach ``roots`` that lie under directories it cannot enter (pyenv's /root):
+    in a mount namespace of this process only, an empty tmpfs covers each such directory
+    and the roots are bound back, read-only, at their own paths. Everything else that was
+    under those directories is gone from this process's view."""
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Opened in the new namespace (a bind mount's source must be one of its own mounts),
+    # before the tmpfs hides the paths.
+    fds = {root: os.open(root, os.O_PATH | os.O_DIRECTORY) for root in roots}
+    for top in hidden_tops:
+        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k")
+    for root, fd in fds.items():
+        if any(root == top or root.startswith(top + "/") for top in hidden_tops):
+            os.makedirs(root, mode=0o755, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", root, None, MS_BIND | MS_REC)
+            _mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.close(fd)
+
+
+def drop_root(spec):
+    """When started as root: make the read roots reachable, then become nobody for good
+    (no groups, an empty capability bounding set, no capabilities)."""
     if os.geteuid() != 0:
         return
+    if spec["hidden_tops"]:
+        expose(spec["read_roots"], spec["hidden_tops"])
     for cap in range(64):
-        if keep_read_search and cap == CAP_DAC_READ_SEARCH:
-            continue
         if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 and ctypes.get_errno() == errno.EINVAL:
             break   # past the last capability this kernel knows
-    if keep_read_search:
-        _check(_libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
     os.setgroups([])
     os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
-    if keep_read_search:
-        class Header(ctypes.Structure):
-            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-        class Data(ctypes.Structure):
-            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                        ("inheritable", ctypes.c_uint32)]
-
-        header = Header(0x20080522, 0)   # _LINUX_CAPABILITY_VERSION_3
-        data = (Data * 2)()
-        data[0].effective = data[0].permitted = 1 << CAP_DAC_READ_SEARCH
-        _check(_libc.syscall(126 if os.uname().machine == "x86_64" else 91, ctypes.byref(header), data), "capset")
-    if os.getuid() == 0 or os.geteuid() == 0:
+    os.setresuid(NOBODY, NOBODY, NOBODY)   # clears every capability
+    if 0 in os.getresuid() or 0 in os.getresgid():
         raise SandboxUnavailable("could not drop root")
 
 
@@ -134,6 +151,22 @@ class _PathBeneath(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
+def _readable(read_roots):
+    """(path, rights) rules: each root readable, except third-party packages installed in
+    the standard library's own directory (site-packages), whose names stay listable only."""
+    for root in read_roots:
+        names = os.listdir(root)
+        if "site-packages" not in names and "dist-packages" not in names:
+            yield root, FS_READ_FILE | FS_READ_DIR
+            continue
+        yield root, FS_READ_DIR
+        for name in names:
+            if name in ("site-packages", "dist-packages"):
+                continue
+            path = os.path.join(root, name)
+            yield path, FS_READ_FILE | FS_READ_DIR if os.path.isdir(path) else FS_READ_FILE
+
+
 def landlock(read_roots):
     abi = _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
                         ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
@@ -146,50 +179,47 @@ def landlock(read_roots):
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
     ruleset = _check(_libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size),
                                    ctypes.c_uint32(0)), "landlock_create_ruleset")
-    for root in read_roots:
-        fd = os.open(root, os.O_PATH | os.O_CLOEXEC)
-        rule = _PathBeneath(FS_READ_FILE | FS_READ_DIR, fd)
+    for path, rights in _readable(read_roots):
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        rule = _PathBeneath(rights, fd)
         _check(_libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule),
-                             ctypes.c_uint32(0)), f"landlock_add_rule({root})")
+                             ctypes.c_uint32(0)), f"landlock_add_rule({path})")
         os.close(fd)
     _check(_libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)), "landlock_restrict_self")
     os.close(ruleset)
 
 
 # seccomp through libseccomp (it knows each architecture's syscall numbers and adds
-# the architecture check). Default: allow; the calls below fail with EPERM.
+# the architecture check). An allow-list: anything not named here fails with EPERM,
+# including system calls newer than this list. What a permitted open() may reach is
+# Landlock's decision; the rest is each call's own business within this process.
 SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_ACT_KILL_PROCESS = 0x80000000
 SCMP_FLTATR_ACT_BADARCH = 2
-SCMP_CMP_NE, SCMP_CMP_MASKED_EQ = 1, 7
-CLONE_THREAD = 0x00010000
-DENIED = (
-    # network, of any family
-    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "sendto", "sendmsg", "sendmmsg",
-    "recvfrom", "recvmsg", "recvmmsg", "getsockopt", "setsockopt", "getsockname", "getpeername", "shutdown",
-    # new processes and programs (threads: see clone below)
-    "fork", "vfork", "execve", "execveat",
-    # other processes: signals, tracing, their memory, their resource limits
-    "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal",
-    "pidfd_getfd", "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp",
-    "setsid", "setpgid", "setrlimit",
-    # identity and permissions
-    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups", "setfsuid", "setfsgid",
-    "capset", "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime",
-    "utimes", "utimensat", "futimesat", "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr",
-    "fremovexattr", "truncate", "mknod", "mknodat", "open_by_handle_at", "name_to_handle_at",
-    # namespaces, mounts, the kernel itself
-    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
-    "fsconfig", "fsmount", "fspick", "mount_setattr", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
-    "io_uring_enter", "io_uring_register", "keyctl", "add_key", "request_key", "init_module", "finit_module",
-    "delete_module", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "syslog", "acct",
-    "quotactl", "quotactl_fd", "personality", "uselib", "vhangup", "iopl", "ioperm", "modify_ldt",
-    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname", "setdomainname",
-    "fanotify_init", "lookup_dcookie", "nfsservctl", "memfd_secret", "move_pages", "migrate_pages",
-    # System V IPC and POSIX message queues reach other processes
-    "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semctl", "semtimedop", "msgget", "msgsnd",
-    "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+SCMP_CMP_EQ = 4
+ALLOWED = (
+    # memory
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "msync", "mincore",
+    # files already open or opened under Landlock
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
+    "lseek", "close", "close_range", "open", "openat", "openat2", "stat", "fstat", "lstat", "newfstatat",
+    "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat", "getdents64", "getcwd", "dup",
+    "dup2", "dup3", "ioctl", "statfs", "fstatfs", "fsync", "fdatasync", "fadvise64", "pipe", "pipe2",
+    "select", "pselect6", "poll", "ppoll", "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait",
+    "epoll_pwait", "epoll_pwait2",
+    # time
+    "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "time", "times",
+    "getitimer", "setitimer", "alarm",
+    # about itself
+    "getpid", "getppid", "gettid", "getuid", "geteuid", "getgid", "getegid", "getgroups", "getresuid",
+    "getresgid", "getpgrp", "getpgid", "getsid", "getrusage", "sysinfo", "uname", "sched_yield", "getcpu",
+    "getrandom", "capget", "rseq", "set_robust_list", "set_tid_address", "restart_syscall", "futex",
+    "exit", "exit_group",
+    # its own signal handling
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigpending", "rt_sigsuspend", "rt_sigtimedwait",
+    "sigaltstack", "pause",
 )
+F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
 
 
 class _ArgCmp(ctypes.Structure):
@@ -211,8 +241,7 @@ def seccomp_filter(library):
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
-    eperm = 0x00050000 | errno.EPERM
-    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+    ctx = lib.seccomp_init(0x00050000 | errno.EPERM)
     if not ctx:
         raise SandboxUnavailable("seccomp_init failed")
     result = lib.seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS)
@@ -228,14 +257,20 @@ def seccomp_filter(library):
         if result < 0:
             raise SandboxUnavailable(f"seccomp rule for {name} failed: {os.strerror(-result)}")
 
-    for name in DENIED:
-        rule(name, eperm)
-    # clone() makes threads (CLONE_THREAD set) or processes; clone3 passes its flags in
-    # memory a filter cannot read, so it answers ENOSYS and the C library uses clone.
-    rule("clone", eperm, _ArgCmp(0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0))
+    for name in ALLOWED:
+        rule(name, SCMP_ACT_ALLOW)
+    pid = os.getpid()
+    # Only this process: signals to itself, its own CPU set and limits (read), and no
+    # fcntl that sends signals (F_SETOWN/F_SETSIG) or takes locks other processes see.
+    for name, arg in (("kill", 0), ("tkill", 0), ("tgkill", 0), ("sched_getaffinity", 0)):
+        rule(name, SCMP_ACT_ALLOW, _ArgCmp(arg, SCMP_CMP_EQ, pid, 0))
+    rule("sched_getaffinity", SCMP_ACT_ALLOW, _ArgCmp(0, SCMP_CMP_EQ, 0, 0))
+    rule("prlimit64", SCMP_ACT_ALLOW, _ArgCmp(0, SCMP_CMP_EQ, 0, 0), _ArgCmp(2, SCMP_CMP_EQ, 0, 0))
+    for command in (F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC):
+        rule("fcntl", SCMP_ACT_ALLOW, _ArgCmp(1, SCMP_CMP_EQ, command, 0))
+    # No threads either: one process, one fd table, nothing that outlives exit_group.
+    # clone3 passes its flags in memory, so it answers ENOSYS (the C library's cue to try clone).
     rule("clone3", 0x00050000 | errno.ENOSYS)
-    # prlimit64 may read limits (new_limit NULL), never set them.
-    rule("prlimit64", eperm, _ArgCmp(2, SCMP_CMP_NE, 0, 0))
 
     def load():
         result = lib.seccomp_load(ctx)
@@ -249,7 +284,7 @@ def lock_down(spec):
     for name, value in (("RLIMIT_AS", spec["memory_bytes"]), ("RLIMIT_CPU", spec["cpu_s"]),
                         ("RLIMIT_FSIZE", spec["output_bytes"]), ("RLIMIT_CORE", 0), ("RLIMIT_NOFILE", 64)):
         resource.setrlimit(getattr(resource, name), (value, value))
-    drop_root(spec["keep_read_search"])
+    drop_root(spec)
     # The parent's death kills this process (set after the uid change, which clears it).
     _check(_libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
     if os.getppid() != spec["parent_pid"]:

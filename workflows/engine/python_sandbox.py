@@ -16,6 +16,7 @@ The helpers mirror n8n's Pyodide runner: ``_input.all()``, ``_input.item``, ``_j
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import json
 import math
 import os
@@ -39,39 +40,47 @@ SANDBOX_UNAVAILABLE = "Python Code nodes cannot run here: the kernel sandbox is 
 
 _PER_ITEM_MODES = {"runOnceForEachItem"}
 _CHILD = str(Path(__file__).with_name("python_child.py"))
-# Largest answer (JSON on stdout) a code node may write; stderr has the same cap.
-OUTPUT_LIMIT_BYTES = 64 * 1024 * 1024
+# Largest answer (JSON on stdout) a code node may write; stderr has the same cap. The
+# engine's items cost far more than their JSON (a 63 MB answer of empty objects took a
+# worker past 20 GB), so the answer is bounded in bytes and in items.
+OUTPUT_LIMIT_BYTES = 8 * 1024 * 1024
+MAX_ITEMS = 100_000
 LIBSECCOMP = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
 
 
-def _read_roots() -> list[str]:
-    """Directories the child may read: the standard library (imports) and the tz database."""
-    roots = {os.path.realpath(p) for p in (sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib")) if p}
+@functools.cache
+def _read_roots() -> tuple[str, ...]:
+    """Directories the child may read: the base interpreter's standard library (imports;
+    not a virtualenv's, whose site-packages hold Hive's own dependencies) and the tz database."""
+    base = {"base": sys.base_prefix, "installed_base": sys.base_prefix,
+            "platbase": sys.base_exec_prefix, "installed_platbase": sys.base_exec_prefix}
+    roots = {os.path.realpath(sysconfig.get_path(name, vars=base)) for name in ("stdlib", "platstdlib")}
     if os.path.isdir("/usr/share/zoneinfo"):
         roots.add(os.path.realpath("/usr/share/zoneinfo"))
-    return sorted(roots)
+    return tuple(sorted(roots))
 
 
-def _hidden_from_others(path: str) -> bool:
-    """True when a user other than the owner cannot reach ``path`` (an ancestor lacks o+x)."""
-    current = Path(path)
-    for directory in (current, *current.parents):
-        try:
-            if not os.stat(directory).st_mode & 0o001:
-                return True
-        except OSError:
-            return True
-    return False
+@functools.cache
+def _hidden_tops(roots: tuple[str, ...]) -> tuple[str, ...]:
+    """The outermost directories above ``roots`` that other users cannot enter (no o+x):
+    a child that drops from root to nobody covers them to reach the roots (python_child.expose)."""
+    tops: set[str] = set()
+    for root in roots:
+        for directory in reversed(Path(root).parents):
+            if directory != Path("/") and not os.stat(directory).st_mode & 0o001:
+                tops.add(str(directory))
+                break
+    return tuple(sorted(tops))
 
 
 def _sandbox_spec(memory_mb: int, cpu_s: int) -> dict[str, Any]:
     roots = _read_roots()
     return {
-        "read_roots": roots,
+        "read_roots": list(roots),
         "memory_bytes": memory_mb * 1024 * 1024,
         "cpu_s": cpu_s,
         "output_bytes": OUTPUT_LIMIT_BYTES,
-        "keep_read_search": os.geteuid() == 0 and any(_hidden_from_others(r) for r in roots),
+        "hidden_tops": list(_hidden_tops(roots)) if os.geteuid() == 0 else [],
         "parent_pid": os.getpid(),
         "libseccomp": LIBSECCOMP,
     }
@@ -172,13 +181,18 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
         raise NodeError("Python code failed", description=(err[-1] if err else f"exit status {returncode}"))
     try:
         answer = json.loads(out)
-    except ValueError as exc:
+    except (ValueError, RecursionError, MemoryError) as exc:
         raise NodeError("Python code returned output that is not JSON") from exc
     if not isinstance(answer, dict):
         raise NodeError("Python code returned output that is not JSON")
     if "sandbox" in answer:
         raise NodeError(f"{SANDBOX_UNAVAILABLE}: {answer['sandbox']}")
+    value = answer.get("value")
+    if isinstance(value, list) and len(value) > MAX_ITEMS:
+        raise NodeError(f"Python code returned {len(value)} items; at most {MAX_ITEMS} are allowed")
     error = answer.get("error")
+    if error and not isinstance(error, dict):
+        raise NodeError("Python code failed", description=str(error)[:1000])
     if error:
         if error.get("memory"):
             raise NodeError(f"Python code exceeded the memory limit ({settings.python_memory_mb} MB)")
@@ -193,4 +207,4 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
             message = f"{message} [item {item_index}]"
         description = None if error.get("n8n") else str(error.get("name"))
         raise NodeError(message, description=description, item_index=item_index)
-    return answer.get("value")
+    return value
