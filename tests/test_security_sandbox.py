@@ -403,10 +403,30 @@ def test_host_resources_the_rlimits_do_not_count_are_refused():
         _refused(body)
 
 
+def test_channels_to_other_nodes_and_the_disk_layout_are_refused():
+    """Found by the second attack round: what the allow-list first let through."""
+    for body in (
+        # FS_IOC_GETFSMAP on the output file: the root disk's block map
+        "import fcntl\nfcntl.ioctl(1, 0xC0C0583B, bytes(192))",
+        # a shared futex on a mapped stdlib file: a channel to another node mapping it
+        "import ctypes, mmap\nm = mmap.mmap(open('/usr/share/zoneinfo/UTC', 'rb').fileno(), 0, prot=mmap.PROT_READ)\n"
+        "addr = ctypes.addressof(ctypes.c_char.from_buffer_copy(b'x'))\n"
+        "r = ctypes.CDLL(None).syscall(202, addr, 1, 1, 0, 0, 0)\nassert r < 0, r\n"
+        "raise PermissionError(1, 'shared futex refused')",
+        # evicting stdlib pages from the page cache everybody shares
+        "import os\nfd = os.open('/usr/share/zoneinfo/UTC', os.O_RDONLY)\n"
+        "os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)",
+    ):
+        _refused(body)
+
+
 def test_an_answer_the_engine_could_not_hold_is_refused():
     status, _, error = _run("import os\nos.write(1, b'{\"value\": [' + b'{},' * 200_000 + b'{}]}')\nos._exit(0)")
     assert status == "error" and "200001 items; at most 100000" in error
     status, _, error = _run("return [{'x': 'y' * (9 * 1024 * 1024)}]")
     assert status == "error" and "more than 8 MB" in error
+    status, _, error = _run("import os\nos.write(1, b'{\"value\": [{\"a\": [' + b'{},' * 600_000 + b'{}]}]}')\n"
+                            "os._exit(0)")
+    assert status == "error" and "more than 500000 objects and arrays" in error
     status, _, error = _run("import os\nos.write(1, b'{\"error\": \"forged\"}')\nos._exit(0)")
     assert status == "error" and error == "Python code failed"

@@ -48,6 +48,9 @@ for _ext in ("binascii", "zlib", "_hashlib", "_bz2", "_lzma", "_uuid"):
     except ImportError:
         pass
 
+# The request (input items from other nodes) is parsed within the address-space limit,
+# which therefore comes on the command line.
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))
 req = json.loads(sys.stdin.buffer.read())
 _out = os.fdopen(os.dup(1), "w", encoding="utf-8")
 
@@ -196,15 +199,15 @@ def landlock(read_roots):
 SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_ACT_KILL_PROCESS = 0x80000000
 SCMP_FLTATR_ACT_BADARCH = 2
-SCMP_CMP_EQ = 4
+SCMP_CMP_EQ, SCMP_CMP_MASKED_EQ = 4, 7
 ALLOWED = (
     # memory
     "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "msync", "mincore",
     # files already open or opened under Landlock
-    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
     "lseek", "close", "close_range", "open", "openat", "openat2", "stat", "fstat", "lstat", "newfstatat",
     "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat", "getdents64", "getcwd", "dup",
-    "dup2", "dup3", "ioctl", "statfs", "fstatfs", "fsync", "fdatasync", "fadvise64", "pipe", "pipe2",
+    "dup2", "dup3", "statfs", "fstatfs", "fsync", "fdatasync", "pipe", "pipe2",
     "select", "pselect6", "poll", "ppoll", "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait",
     "epoll_pwait", "epoll_pwait2",
     # time
@@ -213,13 +216,17 @@ ALLOWED = (
     # about itself
     "getpid", "getppid", "gettid", "getuid", "geteuid", "getgid", "getegid", "getgroups", "getresuid",
     "getresgid", "getpgrp", "getpgid", "getsid", "getrusage", "sysinfo", "uname", "sched_yield", "getcpu",
-    "getrandom", "capget", "rseq", "set_robust_list", "set_tid_address", "restart_syscall", "futex",
+    "getrandom", "capget", "rseq", "set_robust_list", "set_tid_address", "restart_syscall",
     "exit", "exit_group",
     # its own signal handling
     "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigpending", "rt_sigsuspend", "rt_sigtimedwait",
     "sigaltstack", "pause",
 )
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
+# ioctl: asking whether an fd is a terminal, (non)blocking and close-on-exec flags, bytes
+# waiting; not the file-system ioctls that map the disk or name its UUID.
+TCGETS, TIOCGWINSZ, FIONREAD, FIONBIO, FIONCLEX, FIOCLEX = 0x5401, 0x5413, 0x541B, 0x5421, 0x5450, 0x5451
+FUTEX_PRIVATE_FLAG = 128
 
 
 class _ArgCmp(ctypes.Structure):
@@ -268,6 +275,11 @@ def seccomp_filter(library):
     rule("prlimit64", SCMP_ACT_ALLOW, _ArgCmp(0, SCMP_CMP_EQ, 0, 0), _ArgCmp(2, SCMP_CMP_EQ, 0, 0))
     for command in (F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC):
         rule("fcntl", SCMP_ACT_ALLOW, _ArgCmp(1, SCMP_CMP_EQ, command, 0))
+    for command in (TCGETS, TIOCGWINSZ, FIONREAD, FIONBIO, FIONCLEX, FIOCLEX):
+        rule("ioctl", SCMP_ACT_ALLOW, _ArgCmp(1, SCMP_CMP_EQ, command, 0))
+    # Private futexes only: a shared one on a mapped stdlib file would be a channel to
+    # another node mapping the same file.
+    rule("futex", SCMP_ACT_ALLOW, _ArgCmp(1, SCMP_CMP_MASKED_EQ, FUTEX_PRIVATE_FLAG, FUTEX_PRIVATE_FLAG))
     # No threads either: one process, one fd table, nothing that outlives exit_group.
     # clone3 passes its flags in memory, so it answers ENOSYS (the C library's cue to try clone).
     rule("clone3", 0x00050000 | errno.ENOSYS)
@@ -281,8 +293,9 @@ def seccomp_filter(library):
 
 def lock_down(spec):
     """Apply every limit in ``spec`` (built by python_sandbox.py) or raise SandboxUnavailable."""
-    for name, value in (("RLIMIT_AS", spec["memory_bytes"]), ("RLIMIT_CPU", spec["cpu_s"]),
-                        ("RLIMIT_FSIZE", spec["output_bytes"]), ("RLIMIT_CORE", 0), ("RLIMIT_NOFILE", 64)):
+    for name, value in (("RLIMIT_CPU", spec["cpu_s"]), ("RLIMIT_FSIZE", spec["output_bytes"]), ("RLIMIT_CORE", 0),
+                        ("RLIMIT_NOFILE", 64), ("RLIMIT_MEMLOCK", 0), ("RLIMIT_MSGQUEUE", 0),
+                        ("RLIMIT_SIGPENDING", 16)):
         resource.setrlimit(getattr(resource, name), (value, value))
     drop_root(spec)
     # The parent's death kills this process (set after the uid change, which clears it).

@@ -20,6 +20,7 @@ import functools
 import json
 import math
 import os
+import re
 import select
 import signal
 import subprocess
@@ -45,6 +46,9 @@ _CHILD = str(Path(__file__).with_name("python_child.py"))
 # worker past 20 GB), so the answer is bounded in bytes and in items.
 OUTPUT_LIMIT_BYTES = 8 * 1024 * 1024
 MAX_ITEMS = 100_000
+MAX_CONTAINERS = 500_000   # objects and arrays at any depth: ~0.3 KB of worker memory each
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+MAX_MESSAGE_CHARS = 2000
 LIBSECCOMP = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
 
 
@@ -73,11 +77,10 @@ def _hidden_tops(roots: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(tops))
 
 
-def _sandbox_spec(memory_mb: int, cpu_s: int) -> dict[str, Any]:
+def _sandbox_spec(cpu_s: int) -> dict[str, Any]:
     roots = _read_roots()
     return {
         "read_roots": list(roots),
-        "memory_bytes": memory_mb * 1024 * 1024,
         "cpu_s": cpu_s,
         "output_bytes": OUTPUT_LIMIT_BYTES,
         "hidden_tops": list(_hidden_tops(roots)) if os.geteuid() == 0 else [],
@@ -86,25 +89,34 @@ def _sandbox_spec(memory_mb: int, cpu_s: int) -> dict[str, Any]:
     }
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """The exit status, or None at the timeout. A pidfd wakes us at the exit itself
-    (Popen.wait(timeout) polls with sleeps of up to 50 ms, a third of a short node)."""
+def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Did the child exit within ``timeout``? It is not reaped here: until the process
+    group is killed, its pid (the group's id) must not be free for reuse. A pidfd wakes
+    us at the exit itself (Popen.wait(timeout) polls with sleeps of up to 50 ms)."""
     pidfd = os.pidfd_open(proc.pid)
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
-        ready = poller.poll(timeout * 1000)
+        return bool(poller.poll(timeout * 1000))
     finally:
         os.close(pidfd)
-    return proc.wait() if ready else None
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> int:
+    """Kill whatever is left in the child's process group, then reap the child."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return proc.wait()
+
+
+def _containers(text: str) -> int:
+    """How many JSON objects and arrays ``text`` holds (brackets inside strings aside)."""
+    rough = text.count("{") + text.count("[")
+    if rough <= MAX_CONTAINERS:
+        return rough
+    return sum(1 for c in _JSON_STRING.sub("", text) if c in "{[")
 
 
 def _tail(stream: IO[bytes], limit: int = 4096) -> str:
@@ -139,6 +151,7 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
     now = datetime.now(zone)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     timeout = float(settings.python_timeout_s)
+    memory = int(settings.python_memory_mb) * 1024 * 1024
     request = {
         "code": code,
         "data": data,
@@ -146,7 +159,7 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
         "now": _luxon_iso(now),
         "today": _luxon_iso(today),
         "utc": tz_name.upper() in ("UTC", "ETC/UTC", "Z", "GMT"),
-        "sandbox": _sandbox_spec(int(settings.python_memory_mb), max(1, math.ceil(timeout))),
+        "sandbox": _sandbox_spec(max(1, math.ceil(timeout))),
     }
     try:
         payload = json.dumps(request, allow_nan=False).encode("utf-8")
@@ -156,14 +169,15 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
         stdin.write(payload)
         stdin.seek(0)
         proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter, isolated mode, our child program
-            [sys.executable, "-I", "-S", _CHILD], stdin=stdin, stdout=stdout, stderr=stderr, env={}, cwd="/",
+            [sys.executable, "-I", "-S", _CHILD, str(memory)], stdin=stdin, stdout=stdout, stderr=stderr, env={}, cwd="/",
             start_new_session=True,
         )
+        exited = False
         try:
-            returncode = _wait(proc, timeout)
+            exited = _exited(proc, timeout)
         finally:
-            _kill_group(proc)
-        if returncode is None:
+            returncode = _kill_group(proc)
+        if not exited:
             raise NodeError(f"Python code timed out after {timeout:g} s")
         size = stdout.seek(0, os.SEEK_END)
         stdout.seek(0)
@@ -179,6 +193,8 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
         if any("MemoryError" in line for line in err):
             raise NodeError(f"Python code exceeded the memory limit ({settings.python_memory_mb} MB)")
         raise NodeError("Python code failed", description=(err[-1] if err else f"exit status {returncode}"))
+    if _containers(out) > MAX_CONTAINERS:
+        raise NodeError(f"Python code returned more than {MAX_CONTAINERS} objects and arrays")
     try:
         answer = json.loads(out)
     except (ValueError, RecursionError, MemoryError) as exc:
@@ -196,7 +212,7 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
     if error:
         if error.get("memory"):
             raise NodeError(f"Python code exceeded the memory limit ({settings.python_memory_mb} MB)")
-        message = str(error.get("message"))
+        message = str(error.get("message"))[:MAX_MESSAGE_CHARS]
         line = error.get("line")
         item_index = int(data.get("itemIndex") or 0) if mode in _PER_ITEM_MODES else None
         if line is not None and item_index is not None:
