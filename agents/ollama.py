@@ -9,7 +9,6 @@ whether trying again (on this node or another) can help.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import socket
 import ssl
@@ -20,6 +19,8 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
+
+from hive_project import jsonsafe
 
 __all__ = [
     "OllamaClient",
@@ -332,7 +333,7 @@ class OllamaStream:
                 url=self.url,
             )
         try:
-            chunk = json.loads(line)
+            chunk = jsonsafe.loads(line)   # a node may lie: a line nested 10^5 deep must not crash the worker
         except ValueError:
             raise OllamaStreamBroken(
                 f"invalid JSON line in stream: {line[:200]!r}", url=self.url

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -46,8 +46,11 @@ from urllib.parse import urlsplit
 
 import h11
 
+from hive_project.jsonsafe import loads as safe_json_loads
+
 __all__ = [
     "FAULTS",
+    "MAX_PREDICT",
     "SimulatedNode",
     "SimulatorConfig",
     "add_arguments",
@@ -55,6 +58,7 @@ __all__ = [
     "main",
     "normalize_model_name",
     "parse_keep_alive",
+    "token_limit",
 ]
 
 log = logging.getLogger("hive.simulator")
@@ -71,6 +75,13 @@ _FOREVER_SECONDS = (2**63 - 1) / 1e9
 # Prompt processing runs this many times faster than generation, as on a GPU.
 _PROMPT_SPEEDUP = 25.0
 _TEMPLATE_TOKENS = 12
+# The most tokens one request generates, whatever its num_predict: a request that
+# bypassed Hive's own cap (HIVE_MAX_NUM_PREDICT) must not keep a slot busy for ever.
+# Tokens are produced one at a time, so memory does not grow with the count either
+# (only a non-streamed reply holds its text: about 8 bytes a token).
+MAX_PREDICT = 65_536
+# Go's encoding/json refuses nesting deeper than this, as a real node does.
+_MAX_JSON_DEPTH = 10_000
 
 
 @dataclass
@@ -288,34 +299,56 @@ _WORDS = (
 )
 
 
-def _generate_tokens(seed_text: str, count: int | None) -> tuple[list[str], str]:
-    """Deterministic words for a prompt: one token per word, sentences end with '.'."""
+def token_limit(num_predict: Any) -> int | None:
+    """How many tokens ``num_predict`` asks for, capped at MAX_PREDICT; None: the model's
+    natural length (Ollama's -1 "until the model stops", -2 "until the context is full",
+    0, or anything that is not a number)."""
+    if isinstance(num_predict, bool) or not isinstance(num_predict, (int, float)):
+        return None
+    if isinstance(num_predict, float):
+        if math.isnan(num_predict):
+            return None
+        if math.isinf(num_predict):
+            return MAX_PREDICT if num_predict > 0 else None
+        num_predict = int(num_predict)  # as Ollama reads a JSON number into an int option
+    return min(num_predict, MAX_PREDICT) if num_predict > 0 else None
+
+
+def _generate_tokens(seed_text: str, count: int | None) -> tuple[int, Iterator[str], str]:
+    """Deterministic words for a prompt: one token per word, sentences end with '.'.
+
+    Returns (how many, the tokens, done_reason); the tokens are produced lazily, and
+    ``count`` comes through token_limit, so it is at most MAX_PREDICT.
+    """
     rng = random.Random(hashlib.sha256(seed_text.encode()).digest())
     natural = rng.randint(20, 60)
     total = count if count is not None else natural
-    tokens: list[str] = []
-    sentence_left = rng.randint(5, 12)
-    start = True
-    for _ in range(total):
-        word = rng.choice(_WORDS)
-        if start:
-            word = word.capitalize()
-        sentence_left -= 1
-        start = sentence_left <= 0
-        if start:
-            word += "."
-            sentence_left = rng.randint(5, 12)
-        tokens.append(word if not tokens else f" {word}")
-    return tokens, ("length" if count is not None else "stop")
+
+    def words() -> Iterator[str]:
+        sentence_left = rng.randint(5, 12)
+        start = True
+        for index in range(total):
+            word = rng.choice(_WORDS)
+            if start:
+                word = word.capitalize()
+            sentence_left -= 1
+            start = sentence_left <= 0
+            if start:
+                word += "."
+                sentence_left = rng.randint(5, 12)
+            yield word if index == 0 else f" {word}"
+
+    return total, words(), ("length" if count is not None else "stop")
 
 
 def _count_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) + _TEMPLATE_TOKENS
 
 
-def _context_ids(seed_text: str, count: int) -> list[int]:
+def _context_ids(seed_text: str, count: int, limit: int) -> list[int]:
+    """The conversation's token ids; like a real context, never longer than ``limit``."""
     rng = random.Random(hashlib.sha256(b"ctx:" + seed_text.encode()).digest())
-    return [rng.randrange(1, 128_256) for _ in range(count)]
+    return [rng.randrange(1, 128_256) for _ in range(min(count, limit))]
 
 
 # -- one HTTP exchange -----------------------------------------------------------------
@@ -867,7 +900,7 @@ class SimulatedNode:
         if not body.strip():
             raise _BadRequest("missing request body")
         try:
-            request = json.loads(body)
+            request = safe_json_loads(body, limit=_MAX_JSON_DEPTH)
         except ValueError as exc:
             raise _BadRequest(f"invalid JSON in request body: {exc}") from None
         if not isinstance(request, dict):
@@ -948,9 +981,7 @@ class SimulatedNode:
                 counters.disconnects += 1
                 return
 
-            num_predict = options.get("num_predict")
-            limit = num_predict if isinstance(num_predict, int) and not isinstance(num_predict, bool) and num_predict > 0 else None
-            tokens, done_reason = _generate_tokens(seed_text, limit)
+            count, tokens, done_reason = _generate_tokens(seed_text, token_limit(options.get("num_predict")))
             prompt_tokens = _count_tokens(seed_text)
 
             prompt_started = time.monotonic()
@@ -960,11 +991,12 @@ class SimulatedNode:
                 return
             prompt_ns = max(1, _ns(time.monotonic() - prompt_started))
 
-            die_after = max(1, len(tokens) // 2) if self.fault == "die-mid-stream" else None
+            die_after = max(1, count // 2) if self.fault == "die-mid-stream" else None
             if stream and not await ex.start_stream():
                 counters.disconnects += 1
                 return
             eval_started = time.monotonic()
+            text: list[str] = []  # kept only for a non-streamed reply
             for index, token in enumerate(tokens):
                 if die_after is not None and index >= die_after:
                     counters.dropped += 1
@@ -982,6 +1014,8 @@ class SimulatedNode:
                 elif ex.gone:
                     counters.disconnects += 1
                     return
+                else:
+                    text.append(token)
             if die_after is not None:
                 counters.dropped += 1
                 ex.drop()
@@ -997,25 +1031,25 @@ class SimulatedNode:
 
             final = self._bare_done(kind, name, done_reason)
             if kind == "generate":
-                final["context"] = _context_ids(seed_text, prompt_tokens + len(tokens))
+                final["context"] = _context_ids(seed_text, prompt_tokens + count, model.context_length)
             final.update(
                 {
                     "total_duration": _ns(time.monotonic() - request_started),
                     "load_duration": load_ns,
                     "prompt_eval_count": prompt_tokens,
                     "prompt_eval_duration": prompt_ns,
-                    "eval_count": len(tokens),
+                    "eval_count": count,
                     "eval_duration": eval_ns,
                 }
             )
             if stream:
                 sent = await ex.send_line(final) and await ex.end_stream()
             else:
-                text = "".join(tokens)
+                reply = "".join(text)
                 if kind == "generate":
-                    final["response"] = text
+                    final["response"] = reply
                 else:
-                    final["message"]["content"] = text
+                    final["message"]["content"] = reply
                 sent = await ex.send_json(200, final)
             if sent:
                 counters.completed += 1

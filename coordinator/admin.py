@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from coordinator import services
 from coordinator.models import Task, TaskAttempt, TaskDependency
 from hive_project.errors import ConflictError
+from hive_project.parsers import SafeJSONFormField
 
 
 class AttemptInline(admin.TabularInline):
@@ -39,6 +41,9 @@ class TaskAdmin(admin.ModelAdmin):
     actions = ["cancel", "retry"]
     inlines = [DependencyInline, AttemptInline]
     date_hierarchy = "created_at"
+    # Typed-in JSON obeys the API's rules (depth, no NaN); the options themselves are
+    # checked by Task.clean(), which the admin form runs as the API does.
+    formfield_overrides = {models.JSONField: {"form_class": SafeJSONFormField}}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Task]:
         return super().get_queryset(request).select_related("assigned_agent")

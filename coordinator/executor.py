@@ -273,7 +273,10 @@ def run(task: Task, worker: str, handoff_until: float) -> tuple[str, Task | None
     client = shared_client(agent.endpoint, connect_timeout=settings.HIVE_OLLAMA_CONNECT_TIMEOUT,
                            read_timeout=settings.HIVE_OLLAMA_READ_TIMEOUT)
     try:
-        stream = client.generate(model, task.prompt, options=task.options or None, system=task.system or None)
+        # Without num_predict Ollama generates until the model stops, which a looping model
+        # never does: every task carries the cap unless it asked for less.
+        options = {"num_predict": settings.HIVE_MAX_NUM_PREDICT, **(task.options or {})}
+        stream = client.generate(model, task.prompt, options=options, system=task.system or None)
         watch.stream = stream
         if watch.cancelled or watch.lost:
             stream.abort()

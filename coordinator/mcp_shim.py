@@ -46,9 +46,11 @@ import anyio
 import httpx
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from mcp.types import INVALID_REQUEST, PARSE_ERROR, CallToolResult, ErrorData, JSONRPCError, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = ["Config", "HiveClient", "build_server", "main"]
 
@@ -194,6 +196,16 @@ def _message_of(response: httpx.Response) -> tuple[str, Any, bool]:
     return (text[:300] or response.reason_phrase or "no body"), None, False
 
 
+def _refuse_non_json_numbers(body: Any) -> None:
+    """MCP's JSON-RPC parser reads NaN and Infinity, which JSON (and so Hive) has no
+    numbers for: say so instead of failing inside httpx with "Error executing tool"."""
+    try:
+        json.dumps(body, allow_nan=False)
+    except ValueError:
+        raise InvalidArguments("The arguments hold NaN or Infinity, which are not JSON numbers: "
+                               "use null or a finite number.") from None
+
+
 # --- the REST client ----------------------------------------------------------------
 
 
@@ -230,6 +242,8 @@ class HiveClient:
         params = {k: v for k, v in (params or {}).items() if v is not None and v != []}
         headers = {"Accept": accept} if accept else None
         target = f"{self.config.url}{path}"
+        if json_body is not None:
+            _refuse_non_json_numbers(json_body)
         try:
             kwargs: dict[str, Any] = {"params": params or None, "headers": headers}
             if json_body is not None:
@@ -520,6 +534,70 @@ async def run_workflow_tool(api: HiveClient, tool: WorkflowTool, arguments: dict
             "output": items}
 
 
+# The id of a request line, when it comes first (after "jsonrpc") as every SDK writes it:
+# anchored at the start of the line, so it can only be the message's own id.
+_LEADING_ID = re.compile(r'^\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,200}")')
+
+
+def _rejection(exc: Exception) -> JSONRPCError:
+    """The JSON-RPC error answering a line the SDK could not read as a message."""
+    errors = exc.errors(include_url=False) if isinstance(exc, ValidationError) else []
+    first = errors[0] if errors else {}
+    line = first.get("input") if isinstance(first.get("input"), str) else ""
+    match = _LEADING_ID.match(line[:1000])
+    request_id = json.loads(match.group(1)) if match else None
+    if first.get("type") == "json_invalid":  # not JSON, or nested deeper than the parser goes
+        error = ErrorData(code=PARSE_ERROR, message=f"Parse error: {first.get('msg', 'invalid JSON')}")
+    else:
+        error = ErrorData(code=INVALID_REQUEST, message="Invalid Request: not a JSON-RPC 2.0 message")
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+
+
+class _AnswerUnreadableLines:
+    """The stdio read stream, answering the lines the SDK cannot parse.
+
+    The SDK drops such a line (JSON nested deeper than pydantic's parser goes, not JSON,
+    not JSON-RPC) with a debug log, so the client waits for an answer until it times out.
+    JSON-RPC 2.0 answers it instead: -32700 (parse error) or -32600 (invalid request),
+    with the request's id when it can be read from the start of the line, else null.
+    """
+
+    def __init__(self, inner: Any, write_stream: Any) -> None:
+        self._inner = inner
+        self._write = write_stream
+
+    @property
+    def last_context(self) -> Any:  # the dispatcher restores the sender's contextvars from it
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> Any:
+        while True:
+            item = await self._inner.receive()
+            if not isinstance(item, Exception):
+                return item
+            answer = _rejection(item)
+            logger.warning("unreadable message answered with %s: %s", answer.error.code, answer.error.message)
+            await self._write.send(SessionMessage(answer))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> _AnswerUnreadableLines:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> _AnswerUnreadableLines:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
 class HiveMCPServer(MCPServer):
     """The MCP server, plus one tool per active workflow (re-read whenever tools are listed)."""
 
@@ -544,6 +622,12 @@ class HiveMCPServer(MCPServer):
         static = {t.name for t in self._tool_manager.list_tools()}
         self._workflow_tools = {name: tool for name, tool in (fresh or {}).items() if name not in static}
         return self._workflow_tools
+
+    async def run_stdio_async(self) -> None:
+        """MCPServer's own, with the lines it cannot parse answered (_AnswerUnreadableLines)."""
+        async with stdio_server() as (read_stream, write_stream):
+            await self._lowlevel_server.run(_AnswerUnreadableLines(read_stream, write_stream), write_stream,
+                                            self._lowlevel_server.create_initialization_options())
 
     async def list_tools(self) -> list[MCPTool]:
         tools = await super().list_tools()

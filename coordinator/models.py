@@ -9,6 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from agents.models import GENERAL, Agent
+from coordinator.options import validate_options as validate_ollama_options
 from hive_project.validators import validate_no_nul
 
 
@@ -115,6 +116,17 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} [{self.status}]"
+
+    def clean(self) -> None:
+        super().clean()
+        # Here and not in a field validator: validation also normalises (num_predict -1
+        # becomes HIVE_MAX_NUM_PREDICT, a stop string a list), which validators cannot.
+        # A non-object is reported by the field's own validate_options.
+        if isinstance(self.options, dict):
+            try:
+                self.options = validate_ollama_options(self.options)
+            except ValidationError as exc:
+                raise ValidationError({"options": exc.error_list}) from None
 
     @property
     def is_finished(self) -> bool:

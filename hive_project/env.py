@@ -8,6 +8,7 @@ silently meaning something else. ``*_FILE`` variants let secrets come from files
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -84,3 +85,14 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={value!r} must be one of: {', '.join(choices)}")
     return value
+
+
+_RATE = re.compile(r"^\s*\d+\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A throttle rate as DRF reads it: ``N/s``, ``N/min``, ``N/hour`` or ``N/day``."""
+    value = env_str(name, default)
+    if not _RATE.match(value):
+        raise ImproperlyConfigured(f"{name}={value!r} must look like '60/min' (N/s, N/min, N/hour or N/day)")
+    return value.replace(" ", "")

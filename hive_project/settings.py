@@ -15,7 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from hive_project import queues
-from hive_project.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from hive_project.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
 from hive_project.redis_urls import broker_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -25,23 +25,28 @@ HIVE_MODE = env_choice("HIVE_MODE", "embedded", ("embedded", "production"))
 DEBUG = env_bool("HIVE_DEBUG", False)
 
 
-def _secret_key() -> str:
-    configured = env_str("HIVE_SECRET_KEY", None)
+def _key(name: str, filename: str) -> str:
+    configured = env_str(name, None)
     if configured:
         return configured
     if HIVE_MODE == "production":
-        raise ImproperlyConfigured("HIVE_SECRET_KEY (or HIVE_SECRET_KEY_FILE) is required when HIVE_MODE=production")
+        raise ImproperlyConfigured(f"{name} (or {name}_FILE) is required when HIVE_MODE=production")
     # Embedded mode: one random key per installation, kept under var/ so sessions
     # and JWTs survive a restart.
-    path = VAR_DIR / "secret_key"
+    path = VAR_DIR / filename
     if not path.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY = _key("HIVE_SECRET_KEY", "secret_key")
+# JWTs have a key of their own: whoever learns one secret cannot forge the other.
+HIVE_JWT_SIGNING_KEY = _key("HIVE_JWT_SIGNING_KEY", "jwt_signing_key")
+if HIVE_JWT_SIGNING_KEY == SECRET_KEY:
+    raise ImproperlyConfigured("HIVE_JWT_SIGNING_KEY must differ from HIVE_SECRET_KEY")
 if HIVE_MODE == "production" and DEBUG:
     raise ImproperlyConfigured("HIVE_DEBUG=true is refused when HIVE_MODE=production")
 
@@ -227,6 +232,11 @@ HIVE_OLLAMA_CONNECT_TIMEOUT = env_float("HIVE_OLLAMA_CONNECT_TIMEOUT", 3.0, mini
 HIVE_OLLAMA_READ_TIMEOUT = env_float("HIVE_OLLAMA_READ_TIMEOUT", 300.0, minimum=1.0)
 HIVE_PROBE_TIMEOUT = env_float("HIVE_PROBE_TIMEOUT", 5.0, minimum=0.1)
 HIVE_MAX_BODY_BYTES = env_int("HIVE_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# Deepest nesting of arrays/objects any JSON input may have (REST, webhooks, WebSocket frames).
+HIVE_MAX_JSON_DEPTH = env_int("HIVE_MAX_JSON_DEPTH", 200, minimum=10)
+# Caps on Ollama's num_predict / num_ctx options (-1 and -2 for num_predict are capped too).
+HIVE_MAX_NUM_PREDICT = env_int("HIVE_MAX_NUM_PREDICT", 32768, minimum=1)
+HIVE_MAX_NUM_CTX = env_int("HIVE_MAX_NUM_CTX", 131072, minimum=256)
 DATA_UPLOAD_MAX_MEMORY_SIZE = HIVE_MAX_BODY_BYTES
 
 # --- Events ---------------------------------------------------------------
@@ -235,6 +245,9 @@ HIVE_EVENT_RETENTION_SECONDS = env_int("HIVE_EVENT_RETENTION_SECONDS", 86400, mi
 HIVE_PROGRESS_INTERVAL = env_float("HIVE_PROGRESS_INTERVAL", 0.1, minimum=0.01)
 # cluster.status snapshots: at most one per this many seconds, covering every change in it.
 HIVE_STATUS_INTERVAL = env_float("HIVE_STATUS_INTERVAL", 0.25, minimum=0.0)
+HIVE_WS_MAX_CONNECTIONS_PER_USER = env_int("HIVE_WS_MAX_CONNECTIONS_PER_USER", 20, minimum=1)
+# How often an open WebSocket re-checks its user and token (revoked, deactivated, role lost).
+HIVE_WS_RECHECK_SECONDS = env_float("HIVE_WS_RECHECK_SECONDS", 10.0, minimum=0.1)
 
 # --- Workflows ------------------------------------------------------------
 HIVE_WORKFLOW_TIMEZONE = env_str("HIVE_WORKFLOW_TIMEZONE", "America/New_York")
@@ -247,7 +260,13 @@ HIVE_WORKFLOW_HTTP_TIMEOUT = env_float("HIVE_WORKFLOW_HTTP_TIMEOUT", 30.0, minim
 HIVE_WORKFLOW_HTTP_MAX_BYTES = env_int("HIVE_WORKFLOW_HTTP_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
 # Hosts, IPs or CIDRs the HTTP Request node may reach although they are loopback,
 # link-local or private (public addresses are always allowed).
+# An entry is a host, IP or CIDR (every port) or one of those with ":port".
 HIVE_WORKFLOW_HTTP_ALLOW = env_list("HIVE_WORKFLOW_HTTP_ALLOW", [])
+# Webhook calls allowed per workflow and per client IP ("N/s", "N/min", "N/hour").
+HIVE_WEBHOOK_RATE_PER_WORKFLOW = env_rate("HIVE_WEBHOOK_RATE_PER_WORKFLOW", "120/min")
+HIVE_WEBHOOK_RATE_PER_IP = env_rate("HIVE_WEBHOOK_RATE_PER_IP", "60/min")
+# Executables a stdio MCP server may run (basenames or absolute paths); empty: any, for superusers.
+HIVE_MCP_STDIO_ALLOWED = env_list("HIVE_MCP_STDIO_ALLOWED", [])
 HIVE_WORKFLOW_MAX_NODE_RUNS = env_int("HIVE_WORKFLOW_MAX_NODE_RUNS", 10_000, minimum=10)
 HIVE_WORKFLOW_MAX_WAIT_SECONDS = env_float("HIVE_WORKFLOW_MAX_WAIT_SECONDS", 3600.0, minimum=0.0)
 HIVE_EXECUTION_RETENTION_DAYS = env_float("HIVE_EXECUTION_RETENTION_DAYS", 30.0, minimum=0.01)
@@ -264,25 +283,30 @@ REST_FRAMEWORK = {
         "hive_project.throttling.RoleRateThrottle",
         "hive_project.throttling.ActionRateThrottle",
     ],
+    "DEFAULT_PARSER_CLASSES": ["hive_project.parsers.SafeJSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_PAGINATION_CLASS": "hive_project.api.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "hive_project.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Throttles identify anonymous clients by REMOTE_ADDR: X-Forwarded-For is the
+    # client's to write, so trusting it would let anyone pick a fresh identity per call.
+    "NUM_PROXIES": 0,
 }
 HIVE_THROTTLE_RATES = {
-    "admin": env_str("HIVE_THROTTLE_ADMIN", "2000/min"),
-    "developer": env_str("HIVE_THROTTLE_DEVELOPER", "600/min"),
-    "viewer": env_str("HIVE_THROTTLE_VIEWER", "300/min"),
+    "admin": env_rate("HIVE_THROTTLE_ADMIN", "2000/min"),
+    "developer": env_rate("HIVE_THROTTLE_DEVELOPER", "600/min"),
+    "viewer": env_rate("HIVE_THROTTLE_VIEWER", "300/min"),
 }
 # The seed's per-endpoint limits (per minute). A role missing here falls back to
 # its general rate above; permissions, not throttles, forbid a role an action.
 HIVE_ACTION_THROTTLE_RATES = {
-    "agents.register": {"admin": env_str("HIVE_THROTTLE_AGENTS_REGISTER_ADMIN", "10/min")},
+    "agents.register": {"admin": env_rate("HIVE_THROTTLE_AGENTS_REGISTER_ADMIN", "10/min")},
     "tasks.create": {
-        "admin": env_str("HIVE_THROTTLE_TASKS_CREATE_ADMIN", "600/min"),
-        "developer": env_str("HIVE_THROTTLE_TASKS_CREATE_DEVELOPER", "300/min"),
+        "admin": env_rate("HIVE_THROTTLE_TASKS_CREATE_ADMIN", "600/min"),
+        "developer": env_rate("HIVE_THROTTLE_TASKS_CREATE_DEVELOPER", "300/min"),
     },
 }
 
@@ -291,6 +315,7 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("HIVE_JWT_REFRESH_DAYS", 7, minimum=1)),
     "AUTH_HEADER_TYPES": ("Bearer",),
     "TOKEN_OBTAIN_SERIALIZER": "hive_project.auth.HiveTokenObtainPairSerializer",
+    "SIGNING_KEY": HIVE_JWT_SIGNING_KEY,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -290,3 +290,14 @@ def test_a_process_takes_only_reservations_of_queues_its_worker_consumes(agent, 
     monkeypatch.setattr(handoff, "consumed_queues", frozenset({"hive.medium", "hive.low"}))
     run(Task.objects.get(pk=second.pk))
     assert status(third) == Task.Status.COMPLETED, "a worker on several queues takes any of them"
+
+
+def test_a_task_that_sets_no_num_predict_is_sent_with_the_cap(agent, settings):
+    """Ollama generates until the model stops when num_predict is unset; Hive never asks for that."""
+    settings.HIVE_MAX_NUM_PREDICT = 2
+    (task,) = create_tasks([{"title": "long", "prompt": "write a long essay about bees", "model": MODEL}])
+    scheduler.schedule_once()
+    task.refresh_from_db()
+    assert run(task) == Task.Status.COMPLETED
+    task.refresh_from_db()
+    assert task.options == {} and task.timings["eval_count"] == 2

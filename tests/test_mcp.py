@@ -383,6 +383,47 @@ def test_stdout_carries_only_protocol_and_logs_go_to_stderr() -> None:
             future.result()
 
 
+def test_a_call_nested_100000_deep_or_holding_nan_is_answered_with_an_error_and_the_shim_keeps_serving() -> None:
+    """The SDK drops a line its parser refuses (the client would wait for ever); the shim answers it."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    deep = "[" * 100_000 + "]" * 100_000
+    lines = [
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}),
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        '{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "create_task", '
+        '"arguments": {"prompt": "x", "options": ' + deep + "}}}",
+        '{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "create_task", '
+        '"arguments": {"prompt": "x", "options": {"temperature": NaN}}}}',
+        '{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "create_task", '
+        '"arguments": {"prompt": "x", "options": {"top_p": -Infinity}}}}',
+        "{not json",
+        json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+    ]
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator.mcp_shim"], cwd=ROOT, text=True,
+                            env={"PATH": os.environ["PATH"], **shim_env(dead, "x")},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin and proc.stdout
+    answers = []
+    try:
+        for line in lines:
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            if '"id"' in line[:40] or line == "{not json":
+                answers.append(json.loads(proc.stdout.readline()))
+        rest, stderr = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert rest == "" and proc.returncode == 0, stderr
+    by_id = {a["id"]: a for a in answers}
+    assert by_id[2]["error"]["code"] == -32700 and "recursion limit" in by_id[2]["error"]["message"]
+    for request_id in (3, 4):
+        result = by_id[request_id]["result"]
+        assert result["isError"] and "NaN or Infinity" in result["content"][0]["text"], result
+    assert by_id[None]["error"]["code"] == -32700, "an id that cannot be read is null, as JSON-RPC says"
+    assert {t["name"] for t in by_id[5]["result"]["tools"]} == TOOLS, "still serving"
+
+
 def _npm_ready() -> str:
     npm = shutil.which("npm")
     if npm is None:

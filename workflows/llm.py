@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 
 from workflows.engine.contract import ExecutionCancelled, NodeError
 
-__all__ = ["run_llm_task"]
+__all__ = ["checked_options", "run_llm_task"]
 
 POLL_START = 0.05      # seconds; the first polls are quick (short prompts finish fast) ...
 POLL_MAX = 1.0         # ... then back off to one poll a second
@@ -28,6 +28,17 @@ def _validation_message(exc: ValidationError) -> str:
     if hasattr(exc, "message_dict"):
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
     return " ".join(exc.messages)
+
+
+def checked_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Ollama options checked as a task's own are (``coordinator.options``): a bad one is
+    a NodeError naming it, raised before any task is created."""
+    from coordinator.options import validate_options
+
+    try:
+        return validate_options(options)
+    except ValidationError as exc:
+        raise NodeError(f"Invalid Ollama options: {'; '.join(exc.messages)}") from None
 
 
 def _result(task: Any) -> dict[str, Any]:
@@ -61,6 +72,7 @@ def run_llm_task(*, prompt: str, model: str = "", system: str = "", task_type: s
         raise NodeError("The prompt is empty")
     if options is not None and not isinstance(options, dict):
         raise NodeError("options must be an object of Ollama options, e.g. {\"temperature\": 0.2}")
+    options = checked_options(options or {})
     try:
         priority = int(priority)
     except (TypeError, ValueError):
@@ -69,7 +81,7 @@ def run_llm_task(*, prompt: str, model: str = "", system: str = "", task_type: s
         raise NodeError(f"priority must be from 1 to 5, not {priority}")
     title = (title or prompt.strip().splitlines()[0])[:TITLE_MAX]
     spec = {"title": title, "prompt": prompt, "system": system or "", "task_type": (task_type or "general").strip(),
-            "model": model or "", "options": dict(options or {}), "priority": priority,
+            "model": model or "", "options": options, "priority": priority,
             "metadata": {"source": "workflow"}}
     try:
         task = create_tasks([spec], user=user)[0]

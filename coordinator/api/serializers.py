@@ -4,10 +4,12 @@ import re
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from agents.models import GENERAL
 from coordinator.models import Task, TaskAttempt
+from coordinator.options import validate_options as validate_ollama_options
 from coordinator.scheduler import queue_info
 
 TASK_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
@@ -110,6 +112,12 @@ class TaskSerializer(serializers.ModelSerializer):
         if not value.strip():
             raise serializers.ValidationError("The prompt may not be blank.")
         return value
+
+    def validate_options(self, value: Any) -> dict[str, Any]:
+        try:
+            return validate_ollama_options(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
 
     def validate_max_attempts(self, value: int) -> int:
         return value or settings.HIVE_MAX_ATTEMPTS

@@ -38,11 +38,12 @@ OLLAMA_OPTIONS = {
     "mirostat": "mirostat", "mirostatEta": "mirostat_eta", "mirostatTau": "mirostat_tau", "seed": "seed",
     "stop": "stop", "tfsZ": "tfs_z", "typicalP": "typical_p", "numBatch": "num_batch", "numGpu": "num_gpu",
     "mainGpu": "main_gpu", "lowVram": "low_vram", "numThread": "num_thread", "penalizeNewline": "penalize_newline",
-    "useMLock": "use_mlock", "useMMap": "use_mmap", "vocabOnly": "vocab_only", "f16KV": "f16_kv",
+    "useMLock": "use_mlock", "useMMap": "use_mmap", "vocabOnly": "vocab_only",
 }
 # Request-level settings the model node may carry that are not generation options:
-# Hive's agents manage model residency, and a task's reply is always text.
-IGNORED_OPTIONS = {"keepAlive", "format"}
+# Hive's agents manage model residency, and a task's reply is always text. f16KV is an
+# option Ollama has removed (it ignores it), so it is not passed on.
+IGNORED_OPTIONS = {"keepAlive", "format", "f16KV"}
 
 
 def ollama_options(raw: Any) -> dict[str, Any]:
@@ -59,6 +60,22 @@ def ollama_options(raw: Any) -> dict[str, Any]:
     return options
 
 
+def checked_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The translated options checked before the prompt runs; a bad one fails the node."""
+    from workflows.llm import checked_options as check  # Django-side; nodes import without it
+
+    return check(options)
+
+
+def _options_json(text: str) -> Any:
+    """The options parameter given as JSON text: depth-limited and without NaN, like any
+    JSON from outside Hive (a parameter is a string, so the REST parser's limit does not
+    reach inside it)."""
+    from hive_project.jsonsafe import loads
+
+    return loads(text) if text.strip() else {}
+
+
 class _SubNode(Node):
     """A model sub-node: attached through ``ai_languageModel``, never run on the main path."""
 
@@ -67,6 +84,9 @@ class _SubNode(Node):
 
     def output_count(self, node: NodeSpec) -> int:
         return 0
+
+    def validate(self, node: NodeSpec) -> list[ValidationIssue]:
+        return super().validate(node) + _literal_option_issues(node, node.parameters.get("options", {}))
 
     def execute(self, ctx: NodeContext) -> Outputs | None:
         raise NodeError(f"'{ctx.node.name}' is a language model sub-node: connect it to a Basic LLM Chain "
@@ -97,7 +117,28 @@ def _model_of(ctx: NodeContext, index: int) -> tuple[str, dict[str, Any]]:
     options = ctx.evaluate(spec.parameters.get("options", {}), index)
     if not isinstance(model, str):
         raise NodeError(f"The model of '{spec.name}' must be a model name, not {type(model).__name__}")
-    return model.strip(), ollama_options(options)
+    return model.strip(), checked_options(ollama_options(options))
+
+
+def _literal_option_issues(node: NodeSpec, options: Any) -> list[ValidationIssue]:
+    """Options written out (no expression anywhere) are checked when the workflow is stored."""
+    if not isinstance(options, dict) or _has_expression(options):
+        return []
+    try:
+        checked_options(ollama_options(options))
+    except NodeError as exc:
+        return [ValidationIssue(exc.message, node.name, "options")]
+    return []
+
+
+def _has_expression(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith("=")
+    if isinstance(value, dict):
+        return any(_has_expression(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_expression(v) for v in value)
+    return False
 
 
 MESSAGE_ROLES = {"SystemMessagePromptTemplate": "system", "AIMessagePromptTemplate": "assistant",
@@ -204,12 +245,15 @@ class AgentTask(Node):
         options = node.parameters.get("options", {})
         if isinstance(options, str) and not options.startswith("="):
             try:
-                parsed = json.loads(options) if options.strip() else {}
-            except ValueError:
-                parsed = None
+                parsed = _options_json(options)
+            except ValueError as exc:
+                issues.append(ValidationIssue(f"options is not valid JSON: {exc}", node.name, "options"))
+                return issues
             if not isinstance(parsed, dict):
                 issues.append(ValidationIssue("options must be a JSON object of Ollama options", node.name, "options"))
-        return issues
+                return issues
+            options = parsed
+        return issues + _literal_option_issues(node, options)
 
     def execute(self, ctx: NodeContext) -> Outputs | None:
         out: list[Item] = []
@@ -226,13 +270,19 @@ class AgentTask(Node):
                     raise NodeError(f"priority must be a whole number from 1 to 5, not {priority!r}") from None
                 if not 1 <= priority <= 5:
                     raise NodeError(f"priority must be from 1 to 5, not {priority}")
-                options = json_object_param(ctx.param("options", index, {}), "options",
+                raw_options = ctx.param("options", index, {})
+                if isinstance(raw_options, str):
+                    try:
+                        raw_options = _options_json(raw_options)
+                    except ValueError as exc:
+                        raise NodeError(f"The parameter 'options' is not valid JSON: {exc}") from None
+                options = json_object_param(raw_options, "options",
                                             'an object of Ollama options, e.g. {"temperature": 0.2}')
                 result = ctx.services.run_llm(
                     prompt=prompt, model=str(ctx.param("model", index, "") or ""),
                     system=str(ctx.param("system", index, "") or ""),
                     task_type=str(ctx.param("taskType", index, "general") or "general"),
-                    priority=priority, options=ollama_options(options),
+                    priority=priority, options=checked_options(ollama_options(options)),
                     title=str(ctx.param("title", index, "") or f"{ctx.node.name}: {prompt.strip()[:80]}"))
                 out.append({"json": dict(result), "pairedItem": {"item": index}})
             except NodeError as exc:
