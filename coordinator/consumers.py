@@ -6,24 +6,45 @@ Client → server: ``{"id": "c1", "type": "subscribe", "topic": "task.*", "last_
 acknowledgement. Events of a topic reach the client in sequence order, each once:
 a gap (the channel layer dropped or reordered a message) is filled from the
 topic's log, and duplicates are skipped.
+
+A socket lives only as long as what opened it: every ``HIVE_WS_RECHECK_SECONDS`` it
+checks its credential again (see ``hive_project.ws_auth``) and closes with 4401 once
+the token is revoked or expired, the session ended or the user deactivated, with 4403
+once the user loses the last permission to see events; a subscription the user may
+no longer see is dropped with an error frame. A user holds at most ``HIVE_WS_MAX_CONNECTIONS_PER_USER``
+sockets (4429 beyond that).
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError
 
 from coordinator import events
+from hive_project import jsonsafe, ws_auth
 from monitoring.prometheus import WEBSOCKET_CONNECTIONS
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
+CLOSE_INTERNAL_ERROR = 1011
 MAX_SUBSCRIPTIONS = 100
+AUTHENTICATION_REQUIRED = ("Authentication required: pass ?token=<JWT or API token>, an Authorization header, "
+                           "or log in through the admin first.")
+CREDENTIALS_ENDED = ("Authentication required: the token or session that opened this connection was revoked or has "
+                     "expired, or its user was deactivated; connect again with a valid one.")
 MAX_MESSAGE_BYTES = 64 * 1024
 
 def now() -> str:
@@ -31,26 +52,103 @@ def now() -> str:
 
 
 class EventConsumer(AsyncWebsocketConsumer):
+    closing = False  # once set, nothing more is sent or handled
+    counted = False  # in the WEBSOCKET_CONNECTIONS gauge
+    slot_user: Any = None  # whose per-user connection count this socket is in
+    rechecker: asyncio.Task[None] | None = None
+    grants: ws_auth.Grants | None = None  # from the last check of the credential
+
     async def connect(self) -> None:
         self.subscriptions: dict[str, int] = {}
-        user = self.scope.get("user")
-        await self.accept()
-        self.counted = bool(user is not None and user.is_authenticated)
-        if self.counted:
-            WEBSOCKET_CONNECTIONS.inc()
-        if user is None or not user.is_authenticated:
-            await self.send_json({"type": "error", "data": {
-                "code": CLOSE_UNAUTHENTICATED,
-                "message": "Authentication required: pass ?token=<JWT or API token>, an Authorization header, "
-                           "or log in through the admin first."}})
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        self.credential: ws_auth.Credential | None = self.scope.get(ws_auth.CREDENTIAL_SCOPE_KEY)
+        await self.accept()  # close codes reach the client only after the handshake
+        grants = await self.check()
+        if not await self.admit(grants):
+            return
+        claimed = await sync_to_async(ws_auth.claim_connection, thread_sensitive=False)(grants.pk, self.channel_name)
+        if not claimed:
+            limit = settings.HIVE_WS_MAX_CONNECTIONS_PER_USER
+            await self.refuse(CLOSE_TOO_MANY, f"Too many connections: at most {limit} open WebSockets per user "
+                                              "(HIVE_WS_MAX_CONNECTIONS_PER_USER); close one first.")
+            return
+        self.slot_user = grants.pk
+        self.counted = True
+        WEBSOCKET_CONNECTIONS.inc()
+        self.rechecker = asyncio.create_task(self.recheck_forever(), name=f"ws-recheck:{self.channel_name}")
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "counted", False):
+        self.closing = True
+        if self.rechecker is not None:
+            self.rechecker.cancel()
+            await asyncio.wait([self.rechecker])  # it has ended before the slot is released
+            self.rechecker = None
+        if self.counted:
             WEBSOCKET_CONNECTIONS.dec()
             self.counted = False
-        for topic in list(getattr(self, "subscriptions", {})):
-            await self.channel_layer.group_discard(events.group_name(topic), self.channel_name)
+        if self.slot_user is not None:
+            await sync_to_async(ws_auth.release_connection, thread_sensitive=False)(self.slot_user, self.channel_name)
+            self.slot_user = None
+        await self.drop_subscriptions()
+
+    async def check(self) -> ws_auth.Grants | None:
+        if self.credential is None:  # nothing authenticated this socket
+            return None
+        return await database_sync_to_async(ws_auth.recheck, thread_sensitive=False)(
+            self.credential, events.TOPIC_PERMISSIONS.values())
+
+    async def admit(self, grants: ws_auth.Grants | None) -> bool:
+        """Keep the socket for these grants (dropping topics no longer allowed) or close it."""
+        if grants is None:
+            await self.refuse(CLOSE_UNAUTHENTICATED, CREDENTIALS_ENDED if self.grants is not None else AUTHENTICATION_REQUIRED)
+            return False
+        # A user without any role may still connect (the dashboard then shows what is
+        # refused); one who loses the last permission to see events is shown the door.
+        if self.grants is not None and self.grants.sees_anything and not grants.sees_anything:
+            await self.refuse(CLOSE_FORBIDDEN, "You may no longer see any events: your role was removed.")
+            return False
+        self.grants = grants
+        for topic in list(self.subscriptions):
+            if not events.may_see(grants, topic):
+                await self.discard(topic)
+                await self.error(f"you may no longer see {topic}; unsubscribed", None, topic=topic, code=403)
+        return True
+
+    async def recheck_forever(self) -> None:
+        interval = settings.HIVE_WS_RECHECK_SECONDS
+        try:
+            while not self.closing:
+                await asyncio.sleep(interval)
+                try:
+                    await sync_to_async(ws_auth.refresh_connection, thread_sensitive=False)(self.slot_user, self.channel_name)
+                    grants = await self.check()
+                except (DatabaseError, redis.RedisError):
+                    logger.warning("WebSocket re-check failed; trying again in %ss", interval, exc_info=True)
+                    continue
+                if not await self.admit(grants):
+                    return
+        except Exception:
+            # Unchecked, the socket would keep whatever it had: end it, the client reconnects.
+            logger.exception("WebSocket re-check crashed; closing the connection")
+            with contextlib.suppress(Exception):
+                await self.refuse(CLOSE_INTERNAL_ERROR, "internal error while re-checking your credentials")
+
+    async def refuse(self, code: int, message: str) -> None:
+        await self.send_json({"type": "error", "data": {"code": code, "message": message}})
+        self.closing = True  # nothing more goes out, whatever is still on its way in
+        await self.drop_subscriptions()
+        await self.close(code=code)
+
+    async def drop_subscriptions(self) -> None:
+        for topic in list(self.subscriptions):
+            await self.discard(topic)
+
+    async def discard(self, topic: str) -> None:
+        self.subscriptions.pop(topic, None)
+        await self.channel_layer.group_discard(events.group_name(topic), self.channel_name)
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        if not self.closing:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
     async def send_json(self, message: dict[str, Any]) -> None:
         message.setdefault("timestamp", now())
@@ -60,6 +158,8 @@ class EventConsumer(AsyncWebsocketConsumer):
         await self.send_json({"id": request_id, "type": "error", "data": {"message": message, **extra}})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
         if text_data is None:
             await self.error("binary frames are not supported; send JSON text")
             return
@@ -67,7 +167,10 @@ class EventConsumer(AsyncWebsocketConsumer):
             await self.error(f"message too large ({len(text_data)} bytes; limit {MAX_MESSAGE_BYTES})")
             return
         try:
-            message = json.loads(text_data)
+            message = jsonsafe.loads(text_data)
+        except jsonsafe.UnsafeJSON as exc:
+            await self.error(f"refused JSON: {exc}")
+            return
         except ValueError as exc:
             await self.error(f"malformed JSON: {exc}")
             return
@@ -95,7 +198,7 @@ class EventConsumer(AsyncWebsocketConsumer):
         if last_seq is not None and (isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0):
             await self.error("last_seq must be a non-negative integer", request_id, topic=topic)
             return
-        if not await self.may_see(topic):
+        if self.grants is None or not events.may_see(self.grants, topic):
             await self.error(f"you may not subscribe to {topic}", request_id, topic=topic, code=403)
             return
         if topic not in self.subscriptions and len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
@@ -116,13 +219,8 @@ class EventConsumer(AsyncWebsocketConsumer):
         if topic not in self.subscriptions:
             await self.error(f"not subscribed to {topic!r}", request_id)
             return
-        del self.subscriptions[topic]
-        await self.channel_layer.group_discard(events.group_name(topic), self.channel_name)
+        await self.discard(topic)
         await self.send_json({"id": request_id, "type": "unsubscribe", "topic": topic, "data": {"subscribed": False}})
-
-    @database_sync_to_async
-    def may_see(self, topic: str) -> bool:
-        return events.may_see(self.scope["user"], topic)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # channels closes stale database connections before every message, a thread hop
