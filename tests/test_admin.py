@@ -364,3 +364,30 @@ def test_an_idle_agent_can_be_deleted(staff: Client) -> None:
     assert response.status_code == 302
     assert not Agent.objects.filter(pk=agent.pk).exists()
     assert Task.objects.get().assigned_agent is None, "the finished task keeps its history"
+
+
+def test_an_admin_who_is_not_a_superuser_issues_tokens_only_for_themselves(actors: Any, root: User) -> None:
+    """A token acts as its user: issuing one for a superuser would make its issuer one."""
+    actors.admin.is_staff = True
+    actors.admin.save()
+    client = Client()
+    client.force_login(actors.admin)
+    theirs, _ = ApiToken.issue(root, "root's laptop")
+    response = client.post(f"{TOKENS}add/", {"user": str(root.pk), "name": "mine now", "expires_at_0": "",
+                                             "expires_at_1": "", "_save": "Save"})
+    assert response.status_code == 200 and not ApiToken.objects.filter(name="mine now").exists()
+    response = client.post(f"{TOKENS}add/", {"user": str(actors.admin.pk), "name": "own", "expires_at_0": "",
+                                             "expires_at_1": "", "_save": "Save"})
+    assert response.status_code == 302
+    own = ApiToken.objects.get(name="own")
+    assert own.user == actors.admin
+    assert listed(client.get(TOKENS)) == [own], "another user's tokens are not listed"
+    assert client.get(f"{TOKENS}{theirs.pk}/change/").status_code == 302, "nor reachable"
+    # A token's user never changes, not even by a superuser.
+    client.post(f"{TOKENS}{own.pk}/change/", {"user": str(root.pk), "name": "own", "expires_at_0": "",
+                                              "expires_at_1": "", "_save": "Save"})
+    superuser = Client()
+    superuser.force_login(root)
+    superuser.post(f"{TOKENS}{own.pk}/change/", {"user": str(root.pk), "name": "own", "expires_at_0": "",
+                                                 "expires_at_1": "", "_save": "Save"})
+    assert ApiToken.objects.get(pk=own.pk).user == actors.admin

@@ -42,6 +42,22 @@ def test_a_person_logs_in_with_jwt_and_the_token_carries_roles(actors):
     assert refreshed.status_code == 200 and "access" in refreshed.json()
 
 
+def test_jwts_are_signed_with_their_own_key_not_the_secret_key(actors, settings):
+    """Whoever reads SECRET_KEY (sessions) still cannot forge a token: JWTs have their own key."""
+    assert settings.SIMPLE_JWT["SIGNING_KEY"] == settings.HIVE_JWT_SIGNING_KEY != settings.SECRET_KEY
+    issued = APIClient().post("/api/auth/token/", {"username": "dev", "password": "pw-dev"}, format="json").json()
+    claims = jwt.decode(issued["access"], settings.HIVE_JWT_SIGNING_KEY, algorithms=["HS256"])
+    forged_claims = {**claims, "user_id": str(actors.admin.pk), "roles": ["admin"]}
+    forged = jwt.encode(forged_claims, settings.SECRET_KEY, algorithm="HS256")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
+    response = client.get("/api/tasks")
+    assert response.status_code == 401
+    genuine = jwt.encode(forged_claims, settings.HIVE_JWT_SIGNING_KEY, algorithm="HS256")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {genuine}")
+    assert client.get("/api/tasks").status_code == 200
+
+
 def test_a_wrong_password_is_a_401(actors):
     response = APIClient().post("/api/auth/token/", {"username": "dev", "password": "nope"}, format="json")
     assert response.status_code == 401

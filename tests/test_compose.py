@@ -332,7 +332,8 @@ def test_every_variable_the_compose_file_uses_is_documented() -> None:
 def test_required_secrets_ship_empty() -> None:
     """Forgetting to edit .env must stop `up`, not start Hive with a published secret."""
     required = set(REQUIRED_REFERENCE.findall(COMPOSE_FILE.read_text()))
-    assert {"HIVE_SECRET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "HIVE_METRICS_TOKEN", "GRAFANA_PASSWORD"} <= required
+    assert {"HIVE_SECRET_KEY", "HIVE_JWT_SIGNING_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "HIVE_METRICS_TOKEN",
+            "GRAFANA_PASSWORD"} <= required
     example = env_example()
     assert {name: example[name] for name in required if example[name]} == {}
 
@@ -493,7 +494,8 @@ def test_docker_compose_accepts_the_file() -> None:
     if probe.returncode != 0:
         reason = (probe.stderr.strip() or probe.stdout.strip()).splitlines()[:1]
         pytest.skip(f"the docker CLI has no compose plugin ({' '.join(reason)})")
-    env = {**os.environ, "HIVE_SECRET_KEY": "test-secret", "POSTGRES_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test-password",
+    env = {**os.environ, "HIVE_SECRET_KEY": "test-secret", "HIVE_JWT_SIGNING_KEY": "test-jwt-key",
+           "POSTGRES_PASSWORD": "test-password", "FLOWER_BASIC_AUTH": "admin:test-password",
            "HIVE_METRICS_TOKEN": "test-token", "GRAFANA_PASSWORD": "test-password"}
     result = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],

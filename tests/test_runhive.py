@@ -438,3 +438,17 @@ def _unix_socket_answers(path: Path) -> bool:
             return True
         except OSError:
             return False
+
+
+@pytest.mark.django_db
+def test_the_web_process_trusts_forwarded_headers_only_from_a_proxy_the_operator_names(monkeypatch) -> None:
+    """Else any local client sets its own address with X-Forwarded-For and escapes the throttles."""
+    from hive_project.management.commands.runhive import build_children, load_config
+
+    def web_argv() -> list[str]:
+        return next(child.argv for child in build_children(load_config()) if child.name == "web")
+
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert "--no-proxy-headers" in web_argv()
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5")
+    assert "--no-proxy-headers" not in web_argv()

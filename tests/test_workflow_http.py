@@ -325,6 +325,21 @@ def test_allow_list_by_host_and_cidr(server: str) -> None:
     assert jsons(run_node({"url": f"{server}/todos/1", "options": {}}, settings=by_cidr)) == [TODOS["1"]]
 
 
+def test_allow_entries_with_a_port_open_only_that_port(server: str) -> None:
+    port = urlsplit(server).port
+    for entry in (f"127.0.0.1:{port}", f"127.0.0.0/8:{port}", f"localhost:{port}"):
+        allowed = EngineSettings(http_allow=(entry,))
+        host = "localhost" if entry.startswith("localhost") else "127.0.0.1"
+        assert jsons(run_node({"url": f"http://{host}:{port}/todos/1", "options": {}}, settings=allowed)) == [TODOS["1"]]
+        with pytest.raises(AddressRefused, match=f"port {port + 1} is not allowed: loopback"):
+            run_node({"url": f"http://{host}:{port + 1}/", "options": {}}, settings=allowed)
+    # a bare entry still means every port
+    anyport = EngineSettings(http_allow=("127.0.0.1",))
+    with pytest.raises(NodeError) as caught:   # nothing listens there, but the guard lets it through
+        run_node({"url": f"http://127.0.0.1:{port + 1}/", "options": {}}, settings=anyport)
+    assert not isinstance(caught.value, AddressRefused)
+
+
 def test_a_redirect_to_a_refused_address_is_refused(server: str) -> None:
     with pytest.raises(AddressRefused, match="169.254.169.254 is not allowed: link-local"):
         run_node({"url": f"{server}/redirect?to=http://169.254.169.254/latest/meta-data/", "options": {}})

@@ -74,38 +74,59 @@ def classify(ip: IPAddress) -> str | None:
 
 @dataclass(frozen=True)
 class Policy:
-    """What may be reached besides public addresses (``http_allow``: hosts, IPs, CIDRs)."""
+    """What may be reached besides public addresses (``http_allow``).
 
-    hosts: frozenset[str] = frozenset()
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    An entry is a host (``*.example.internal`` for its subdomains), an IP or a CIDR,
+    each optionally with ``:port`` (IPv6 in brackets: ``[fd00::/8]:443``). Without a
+    port an entry allows every port of what it names.
+    """
+
+    hosts: frozenset[tuple[str, int | None]] = frozenset()
+    networks: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None], ...] = ()
+
+    @staticmethod
+    def _split_port(entry: str) -> tuple[str, int | None]:
+        if entry.startswith("["):
+            inside, _, rest = entry[1:].partition("]")
+            return inside, (int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None)
+        if entry.count(":") == 1:
+            name, _, port = entry.partition(":")
+            if port.isdigit():
+                return name, int(port)
+        return entry, None
 
     @classmethod
     def from_allow(cls, allow: Iterable[str]) -> Policy:
         hosts, networks = set(), []
         for raw in allow:
-            entry = str(raw).strip()
+            entry, port = cls._split_port(str(raw).strip())
             if not entry:
                 continue
             try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                networks.append((ipaddress.ip_network(entry, strict=False), port))
             except ValueError:
-                hosts.add(entry.lower().rstrip("."))
+                hosts.add((entry.lower().rstrip("."), port))
         return cls(frozenset(hosts), tuple(networks))
 
-    def host_allowed(self, host: str) -> bool:
+    @staticmethod
+    def _host_matches(host: str, pattern: str) -> bool:
         host = host.lower().rstrip(".")
-        return any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in self.hosts)
+        return host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
 
-    def ip_allowed(self, ip: IPAddress) -> bool:
+    def host_allowed(self, host: str, port: int | None = None) -> bool:
+        return any(self._host_matches(host, h) and p in (None, port) for h, p in self.hosts)
+
+    def ip_allowed(self, ip: IPAddress, port: int | None = None) -> bool:
         candidates = [ip]
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             candidates.append(ip.ipv4_mapped)
-        return any(c.version == n.version and c in n for c in candidates for n in self.networks)
+        return any(c.version == n.version and c in n and p in (None, port)
+                   for c in candidates for n, p in self.networks)
 
-    def check(self, host: str, ip: IPAddress) -> None:
-        """Raise AddressRefused unless connecting to ``ip`` (for ``host``) is fine."""
+    def check(self, host: str, ip: IPAddress, port: int | None = None) -> None:
+        """Raise AddressRefused unless connecting to ``ip``:``port`` (for ``host``) is fine."""
         reason = classify(ip)
-        if reason is None or self.host_allowed(host) or self.ip_allowed(ip):
+        if reason is None or self.host_allowed(host, port) or self.ip_allowed(ip, port):
             return
         shown = f"::ffff:{ip.ipv4_mapped}" if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else str(ip)
         try:
@@ -113,7 +134,14 @@ class Policy:
         except ValueError:
             literal = False
         target = "" if literal else f" of host '{host}'"
-        raise AddressRefused(f"The address {shown}{target} is not allowed: {reason} (allow it with {ALLOW_SETTING})")
+        on_port = f" port {port}" if port is not None and self._names_ports(host, ip) else ""
+        raise AddressRefused(f"The address {shown}{target}{on_port} is not allowed: {reason} "
+                             f"(allow it with {ALLOW_SETTING})")
+
+    def _names_ports(self, host: str, ip: IPAddress) -> bool:
+        """True when an entry names this host or IP, but for other ports: the message says which port."""
+        return (any(p is not None and self._host_matches(host, h) for h, p in self.hosts)
+                or any(p is not None and ip.version == n.version and ip in n for n, p in self.networks))
 
     def resolve(self, host: str, port: int) -> list[IPAddress]:
         """The host's addresses, all checked: one refused address refuses the host."""
@@ -123,7 +151,7 @@ class Policy:
         except ValueError:
             literal = None
         if literal is not None:
-            self.check(host, literal)
+            self.check(host, literal, port)
             return [literal]
         try:
             infos = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
@@ -137,7 +165,7 @@ class Policy:
         if not addresses:
             raise NodeError(f"The host '{host}' has no addresses")
         for ip in addresses:
-            self.check(host, ip)
+            self.check(host, ip, port)
         return addresses
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -205,7 +206,11 @@ def build_children(config: RunConfig) -> list[ChildSpec]:
         argv=[config.python, "-m", "uvicorn", "hive_project.asgi:application",
               "--host", config.host, "--port", str(config.port),
               # Django has no lifespan support; open WebSockets must not hold up a stop.
-              "--lifespan", "off", "--timeout-graceful-shutdown", "5"],
+              "--lifespan", "off", "--timeout-graceful-shutdown", "5",
+              # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default, so any local
+              # client could pick its address (throttles key on it); only a proxy the
+              # operator names in FORWARDED_ALLOW_IPS may.
+              *([] if os.environ.get("FORWARDED_ALLOW_IPS") else ["--no-proxy-headers"])],
         # Django's advice for ASGI: no persistent connections in the web process.
         env={**env, "HIVE_DB_CONN_MAX_AGE": "0"}, cwd=cwd,
         ready_check=_port_open(config.host, config.port),
