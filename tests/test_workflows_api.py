@@ -273,34 +273,43 @@ def test_roles(actors: Actors) -> None:
     assert actors.client(None).get("/api/workflows").status_code == 401
     assert dev.post(f"/api/workflows/{wf['id']}/execute", {}, format="json").status_code == 202
     assert admin.post(f"/api/workflows/{wf['id']}/execute", {}, format="json").status_code == 202
-    server = {"name": "echo", "transport": "stdio", "command": ["python", "server.py"]}
+    server = {"name": "echo", "transport": "http", "endpoint": "http://127.0.0.1:9/mcp"}
     assert dev.post("/api/mcp-servers", server, format="json").status_code == 403
     assert viewer.get("/api/mcp-servers").status_code == 200
     assert admin.post("/api/mcp-servers", server, format="json").status_code == 201
+    stdio = {"name": "local", "transport": "stdio", "command": ["python", "server.py"]}
+    assert admin.post("/api/mcp-servers", stdio, format="json").status_code == 403, "stdio needs a superuser"
 
 
-def test_mcp_servers_crud(admin_api: Any, viewer_api: Any) -> None:
-    created = admin_api.post("/api/mcp-servers", {"name": "files", "transport": "stdio", "command": ["uvx", "files"],
-                                                  "env": {"TOKEN": "secret"}}, format="json")
+@pytest.fixture
+def root_api(actors: Actors) -> Any:
+    from django.contrib.auth.models import User
+
+    return actors.client(User.objects.create_superuser("root", password="pw-root"))
+
+
+def test_mcp_servers_crud(root_api: Any, viewer_api: Any) -> None:
+    created = root_api.post("/api/mcp-servers", {"name": "files", "transport": "stdio", "command": ["uvx", "files"],
+                                                 "env": {"TOKEN": "secret"}}, format="json")
     assert created.status_code == 201, created.content
     server = created.json()
     assert server["status"] == "unknown" and server["env"] == {"TOKEN": "secret"}
     assert viewer_api.get("/api/mcp-servers/files").json()["env"] == {"TOKEN": "***"}
-    bad = admin_api.post("/api/mcp-servers", {"name": "web", "transport": "http"}, format="json")
+    bad = root_api.post("/api/mcp-servers", {"name": "web", "transport": "http"}, format="json")
     assert bad.status_code == 400 and "endpoint" in bad.json()["error"]
-    bad = admin_api.post("/api/mcp-servers", {"name": "cmd", "transport": "stdio"}, format="json")
+    bad = root_api.post("/api/mcp-servers", {"name": "cmd", "transport": "stdio"}, format="json")
     assert bad.status_code == 400 and "command" in bad.json()["error"]
-    assert admin_api.post("/api/mcp-servers", {"name": "files", "transport": "stdio", "command": ["x"]},
-                          format="json").status_code == 400
-    patched = admin_api.patch(f"/api/mcp-servers/{server['id']}", {"description": "local files"}, format="json")
+    assert root_api.post("/api/mcp-servers", {"name": "files", "transport": "stdio", "command": ["x"]},
+                         format="json").status_code == 400
+    patched = root_api.patch(f"/api/mcp-servers/{server['id']}", {"description": "local files"}, format="json")
     assert patched.status_code == 200 and patched.json()["description"] == "local files"
-    assert admin_api.delete("/api/mcp-servers/files").status_code == 204
+    assert root_api.delete("/api/mcp-servers/files").status_code == 204
     assert not MCPServer.objects.exists()
 
 
-def test_mcp_server_check_reports_a_dead_server(admin_api: Any) -> None:
-    admin_api.post("/api/mcp-servers", {"name": "dead", "transport": "stdio",
-                                        "command": ["/nonexistent/mcp-server"]}, format="json")
+def test_mcp_server_check_reports_a_dead_server(root_api: Any, admin_api: Any) -> None:
+    root_api.post("/api/mcp-servers", {"name": "dead", "transport": "stdio",
+                                       "command": ["/nonexistent/mcp-server"]}, format="json")
     response = admin_api.post("/api/mcp-servers/dead/check")
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "error" and response.json()["last_error"]

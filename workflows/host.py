@@ -108,6 +108,7 @@ class DjangoServices(EngineServices):
         self._current: NodeRun | None = None
         self._cancel_checked = 0.0
         self._cancelled = False
+        self._acting_for: list[tuple[Any, str]] | None = None
 
     # --- node runs -------------------------------------------------------------------
 
@@ -153,11 +154,46 @@ class DjangoServices(EngineServices):
     # --- stored workflows, LLM, MCP --------------------------------------------------
 
     def load_workflow(self, reference: str) -> dict[str, Any]:
+        """A stored workflow for an Execute Workflow node, if whoever the execution acts for may run it.
+
+        A run started by a user (manual, API, MCP) acts for that user. A run nobody started
+        (webhook, schedule) acts for the workflow's owner *and* for whoever wrote the n8n data it
+        runs (services.data_author): a member of a group the workflow is shared with may change
+        it, and must not make it run the owner's unshared workflows for them. Without a user, only
+        other ownerless (admin-managed) workflows load. Otherwise a sub-workflow would run
+        workflows its author may not execute.
+        """
         try:
             workflow = by_id_or_slug(Workflow.objects.all(), str(reference), what="workflow")
         except Http404:
             raise NodeError(f"No stored workflow with id or slug '{reference}'") from None
+        for principal, role in self._principals():
+            if principal is not None:
+                allowed = workflow.is_manageable_by(principal)
+            else:
+                allowed = workflow.created_by_id is None
+            if not allowed and principal is not None:
+                raise NodeError(f"Workflow '{workflow.name}' may not be run from here: {principal.get_username()} "
+                                f"({role}) may run only their own workflows and those shared with one of their "
+                                "groups")
+            if not allowed:
+                raise NodeError(f"Workflow '{workflow.name}' may not be run from here: {role} is not known, so "
+                                "only ownerless workflows may be run")
         return {**workflow.n8n_data, "name": workflow.name, "id": str(workflow.pk)}
+
+    def _principals(self) -> list[tuple[Any, str]]:
+        """Whom the execution acts for, each with the reason, for load_workflow."""
+        if self._acting_for is None:
+            execution = self.execution
+            if execution.created_by is not None:
+                self._acting_for = [(execution.created_by, "who started this execution")]
+            else:
+                from workflows.services import data_author
+
+                known, author = data_author(execution.workflow_id, execution.workflow_version, execution.n8n_data)
+                self._acting_for = [(execution.workflow.created_by, "the owner of this workflow"),
+                                    (author if known else None, "who last changed this workflow")]
+        return self._acting_for
 
     def run_llm(self, *, prompt: str, model: str = "", system: str = "", task_type: str = "general",
                 priority: int = 3, options: dict[str, Any] | None = None, title: str = "") -> dict[str, Any]:

@@ -244,14 +244,50 @@ def _run(fn: Callable[[], Awaitable[_T]]) -> _T:
     return box["value"]
 
 
-def _stderr_tail(errlog: Any, limit: int = 600) -> str:
+# Stored values shorter than this are not searched for in a server's stderr (masking every
+# "-v" or "1" would ruin the message, and such values are no secrets).
+MIN_REDACTED_LENGTH = 4
+# How much of the end of a server's stderr is read (redacted before it is cut to the tail).
+STDERR_WINDOW = 64 * 1024
+
+
+def _secrets_of(server: MCPServer) -> list[str]:
+    """The values non-superusers see masked: command arguments after the executable, env values."""
+    command = server.command if isinstance(server.command, list) else []
+    env = server.env if isinstance(server.env, dict) else {}
+    values = {str(value) for value in [*command[1:], *env.values()] if isinstance(value, str)}
+    forms: set[str] = set()
+    for value in values:
+        if len(value) < MIN_REDACTED_LENGTH:
+            continue
+        # As printed, and as a JSON or Python literal would print it (escaped quotes, backslashes, newlines).
+        forms.update({value, json.dumps(value)[1:-1], repr(value)[1:-1]})
+    return sorted((form for form in forms if len(form) >= MIN_REDACTED_LENGTH), key=len, reverse=True)
+
+
+def redact(text: str, server: MCPServer) -> str:
+    """``text`` with every stored argument and env value of ``server`` replaced by the mask.
+
+    A stdio server's stderr (or its error message) often echoes its argv or environment;
+    it ends up in ``last_error`` and node-run errors, which every viewer reads.
+    """
+    from workflows.models import MASK
+
+    for secret in _secrets_of(server):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _stderr_tail(errlog: Any, server: MCPServer, limit: int = 600) -> str:
     try:
         errlog.flush()
-        errlog.seek(0)
+        size = errlog.seek(0, 2)
+        errlog.seek(max(0, size - STDERR_WINDOW))
         text = errlog.read().decode("utf-8", "replace").strip()
     except (OSError, ValueError):
         return ""
-    return text[-limit:]
+    # Redacted before it is cut: a cut through a value would leave part of it unmatched.
+    return redact(text, server)[-limit:]
 
 
 @asynccontextmanager
@@ -259,12 +295,19 @@ async def _session(server: MCPServer, errlog: Any) -> AsyncIterator[tuple[Client
     """An initialized client session with a registered server; yields (session, InitializeResult)."""
     from mcp import ClientSession, StdioServerParameters, stdio_client
 
+    from workflows.models import resolve_stdio_executable, stdio_refusal
+
     if server.transport == "stdio":
         argv = server.command if isinstance(server.command, list) else []
         if not argv or not all(isinstance(a, str) and a for a in argv):
             raise MCPBridgeError(f"MCP server '{server.name}' has no command (a list of strings, e.g. [\"uvx\", \"server\"])")
+        # Checked again right before spawning: a row stored before HIVE_MCP_STDIO_ALLOWED was
+        # tightened must not run, and a bare name runs as the file the check resolved.
+        executable = resolve_stdio_executable(argv[0])
+        if executable is None:
+            raise MCPBridgeError(f"MCP server '{server.name}' was not started: {stdio_refusal(argv[0])}")
         env = {str(k): str(v) for k, v in (server.env or {}).items()} if isinstance(server.env, dict) else {}
-        params = StdioServerParameters(command=argv[0], args=list(argv[1:]), env=env or None)
+        params = StdioServerParameters(command=executable, args=list(argv[1:]), env=env or None)
         async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
             yield session, await session.initialize()
     elif server.transport == "http":
@@ -301,7 +344,8 @@ def _with_session(server: MCPServer, timeout: float, work: Callable[[ClientSessi
             if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
                 raise
             reason = f"did not answer within {timeout:g}s" if isinstance(leaf, TimeoutError) else _describe(leaf)
-            tail = _stderr_tail(errlog)
+            reason = redact(reason, server)  # a protocol error may quote what the server printed
+            tail = _stderr_tail(errlog, server)
             message = f"MCP server '{server.name}' {what} failed: {reason}"
             if tail:
                 message += f" (server stderr: {tail})"

@@ -12,7 +12,8 @@ import logging
 import secrets
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -27,7 +28,8 @@ logger = logging.getLogger(__name__)
 WEBHOOK_TYPE = "n8n-nodes-base.webhook"
 NAME_MIN, NAME_MAX = 3, 255
 # Top-level keys of Hive's body shape; everything else of a raw export is n8n data.
-_HIVE_KEYS = {"name", "description", "n8n_data", "active"}
+_HIVE_KEYS = {"name", "description", "n8n_data", "active", "shared_with_groups"}
+MAX_SHARED_GROUPS = 100
 # n8n export keys that describe the n8n instance, not the workflow.
 _INSTANCE_KEYS = {"id", "active", "versionId", "createdAt", "updatedAt", "shared", "isArchived", "triggerCount"}
 
@@ -43,6 +45,10 @@ class InvalidWorkflow(ValueError):
         return {"error": str(self), "status": 400, "errors": [issue.as_dict() for issue in self.issues]}
 
 
+class NotAllowed(PermissionDenied):
+    """The user may not do this to this workflow; the message says why (the API answers 403)."""
+
+
 # --------------------------------------------------------------------------- body shapes
 
 
@@ -56,7 +62,8 @@ def split_body(data: Any, *, partial: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     raw = "n8n_data" not in data and ("nodes" in data or "connections" in data)
     if raw:
-        out["n8n_data"] = {k: v for k, v in data.items() if k not in _INSTANCE_KEYS and k != "description"}
+        out["n8n_data"] = {k: v for k, v in data.items()
+                           if k not in _INSTANCE_KEYS and k not in ("description", "shared_with_groups")}
     else:
         extra = sorted(k for k in data if k not in _HIVE_KEYS)
         if extra:
@@ -70,7 +77,7 @@ def split_body(data: Any, *, partial: bool = False) -> dict[str, Any]:
                                                    "connections)", parameter="n8n_data")])
         if "active" in data:
             out["active"] = data["active"]
-    for key in ("name", "description"):
+    for key in ("name", "description", "shared_with_groups"):
         if key in data:
             out[key] = data[key]
     if "name" not in out and isinstance(out.get("n8n_data"), dict) and "name" in out["n8n_data"]:
@@ -99,6 +106,14 @@ def _check_fields(fields: dict[str, Any]) -> list[ValidationIssue]:
                                           parameter="description"))
     if "active" in fields and not isinstance(fields["active"], bool):
         issues.append(ValidationIssue("active must be true or false", parameter="active"))
+    if "shared_with_groups" in fields:
+        names = fields["shared_with_groups"]
+        if names is None:
+            fields["shared_with_groups"] = []
+        elif (not isinstance(names, list) or len(names) > MAX_SHARED_GROUPS
+              or not all(isinstance(n, str) and 0 < len(n) <= 150 and "\x00" not in n for n in names)):
+            issues.append(ValidationIssue(f"shared_with_groups must be a list of at most {MAX_SHARED_GROUPS} group "
+                                          "names", parameter="shared_with_groups"))
     if "n8n_data" in fields:
         data = fields["n8n_data"]
         if not isinstance(data, dict):
@@ -170,14 +185,44 @@ def _snapshot(workflow: Workflow, user: Any) -> None:
                                    n8n_data=workflow.n8n_data, created_by=_user(user))
 
 
+def data_author(workflow: Any, version: int, n8n_data: Any) -> tuple[bool, Any]:
+    """Who wrote ``n8n_data``, the data ``workflow`` had at ``version``: ``(known, user)``.
+
+    Every change of the name or the n8n data records a version (see update_workflow), so the
+    author of the data is the author of the earliest version of the unbroken run of versions
+    up to ``version`` that hold this same data: someone who only renamed the workflow afterwards
+    did not write it. ``known`` is False when no stored version holds that data; ``user`` is
+    None for a version stored without a user (or whose user was deleted).
+    """
+    known, author = False, None
+    versions = (WorkflowVersion.objects.filter(workflow_id=getattr(workflow, "pk", workflow), version__lte=version)
+                .select_related("created_by").order_by("-version"))
+    for row in versions.iterator(chunk_size=20):
+        if row.n8n_data != n8n_data:
+            break
+        known, author = True, row.created_by
+    return known, author
+
+
 def _user(user: Any) -> Any:
     return user if user is not None and getattr(user, "is_authenticated", False) else None
 
 
+def _groups(names: list[str]) -> list[Group]:
+    groups = list(Group.objects.filter(name__in=set(names)))
+    missing = sorted(set(names) - {g.name for g in groups})
+    if missing:
+        raise InvalidWorkflow([ValidationIssue(f"no group named {', '.join(repr(n) for n in missing)}",
+                                               parameter="shared_with_groups")])
+    return groups
+
+
 def create_workflow(data: Any, user: Any = None) -> Workflow:
+    """Store a new workflow owned by ``user`` (the body cannot name another owner)."""
     fields = clean(split_body(data))
     if "name" not in fields:
         raise InvalidWorkflow([ValidationIssue("name is required", parameter="name")])
+    groups = _groups(fields["shared_with_groups"]) if "shared_with_groups" in fields else []
     for attempt in range(3):
         try:
             with transaction.atomic():
@@ -186,6 +231,7 @@ def create_workflow(data: Any, user: Any = None) -> Workflow:
                                     slug=unique_slug(fields["name"]), created_by=_user(user))
                 _derive(workflow)
                 workflow.save()
+                workflow.shared_with_groups.set(groups)
                 _snapshot(workflow, user)
                 _sync_triggers(workflow)
             return workflow
@@ -196,9 +242,16 @@ def create_workflow(data: Any, user: Any = None) -> Workflow:
 
 
 def update_workflow(workflow: Workflow, data: Any, user: Any = None, *, partial: bool = False) -> Workflow:
+    """Change a workflow; whether ``user`` may change it at all is the caller's check, sharing is checked here."""
     fields = clean(split_body(data, partial=partial))
     if not partial and "name" not in fields:
         raise InvalidWorkflow([ValidationIssue("name is required", parameter="name")])
+    groups: list[Group] | None = None
+    if "shared_with_groups" in fields:
+        if not workflow.is_shareable_by(user):
+            raise NotAllowed(f"Only the owner of workflow '{workflow.name}' or an admin may change "
+                             "shared_with_groups.")
+        groups = _groups(fields["shared_with_groups"])
     with transaction.atomic():
         locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
         changed = (("n8n_data" in fields and fields["n8n_data"] != locked.n8n_data)
@@ -210,6 +263,8 @@ def update_workflow(workflow: Workflow, data: Any, user: Any = None, *, partial:
             locked.version += 1
         _derive(locked)
         locked.save()
+        if groups is not None:
+            locked.shared_with_groups.set(groups)
         if changed:
             _snapshot(locked, user)
         _sync_triggers(locked)

@@ -8,11 +8,15 @@ activated, deactivated or deleted. Like n8n, intervals cron cannot express
 recurrence check.
 
 Webhook nodes answer on ``/webhook/<token>/<path>``; the token is the workflow's
-secret ``webhook_token``.
+secret ``webhook_token``. Calls are throttled per client IP and per workflow
+(``HIVE_WEBHOOK_RATE_PER_IP``, ``HIVE_WEBHOOK_RATE_PER_WORKFLOW``), JSON bodies are
+parsed with :mod:`hive_project.jsonsafe`, and credential headers are redacted before
+the request becomes the execution's input.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,11 +25,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery.schedules import crontab
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig, SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework.throttling import SimpleRateThrottle
 
-from hive_project import queues
+from hive_project import jsonsafe, queues
 from hive_project.redis_client import get_redis
 from workflows.engine.contract import ValidationIssue
 from workflows.models import Execution, Workflow
@@ -37,6 +44,10 @@ FIRE_TASK = "hive.fire_workflow_schedule"
 WEBHOOK_WAIT_SECONDS = 30.0
 _RECURRENCE_KEY = "hive:workflows:recurrence:{id}:{node}:{rule}"
 _WEEKDAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+# Request headers that carry credentials: redacted before the request is stored as the
+# execution's input, so neither the workflow nor the database ever holds them.
+REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+REDACTED = "[redacted]"
 
 
 class ScheduleError(ValueError):
@@ -337,16 +348,56 @@ def _methods(params: dict[str, Any]) -> list[str]:
 
 
 def _body(request: HttpRequest) -> Any:
+    """The request body as the Webhook node gives it; raises ValueError naming what is wrong."""
     content_type = request.content_type or ""
     raw = request.body
     if not raw:
         return {}
     if content_type == "application/json" or content_type.endswith("+json"):
-        return json.loads(raw)
+        return jsonsafe.loads(raw)
     if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         return {k: v if len(v) > 1 else v[0] for k, v in request.POST.lists()}
     text = raw.decode(request.encoding or "utf-8", errors="replace")
     return text
+
+
+def redact_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """Lower-cased headers with the credential ones (REDACTED_HEADERS) replaced by a marker."""
+    return {key.lower(): REDACTED if key.lower() in REDACTED_HEADERS else value for key, value in headers.items()}
+
+
+class WebhookThrottle(SimpleRateThrottle):
+    """DRF's sliding-window throttle (the REST API's, counted in the Redis cache), keyed by a
+    webhook scope and identity instead of a user."""
+
+    def __init__(self, scope: str, ident: str, setting: str) -> None:
+        self.scope, self.ident, self.setting = scope, ident, setting
+        self.rate = getattr(settings, setting)
+        try:
+            self.num_requests, self.duration = self.parse_rate(self.rate)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            raise ImproperlyConfigured(f"{setting} must look like '60/min' (N/s, N/sec, N/min or N/hour), "
+                                       f"not {self.rate!r}") from None
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return f"throttle:webhook:{self.scope}:{self.ident}"
+
+    def retry_after(self) -> int:
+        wait = self.wait()
+        return max(1, math.ceil(wait if wait is not None else self.duration))
+
+
+def _throttled(request: HttpRequest, scope: str, ident: str, setting: str) -> JsonResponse | None:
+    """A 429 answer when the ``scope`` counter of ``ident`` is over its rate, else None (the call is counted)."""
+    throttle = WebhookThrottle(scope, ident, setting)
+    if throttle.allow_request(request, None):
+        return None
+    wait = throttle.retry_after()
+    what = "this client address" if scope == "ip" else "this workflow"
+    response = _error(429, f"Too many webhook calls for {what}: the limit is {throttle.rate} ({setting}); "
+                           f"retry in {wait} s.", retry_after=wait)
+    response["Retry-After"] = str(wait)
+    return response
 
 
 def _error(status: int, message: str, **extra: Any) -> JsonResponse:
@@ -356,9 +407,17 @@ def _error(status: int, message: str, **extra: Any) -> JsonResponse:
 @csrf_exempt
 def webhook_view(request: HttpRequest, token: str, path: str = "") -> HttpResponse:
     """n8n's production webhook URL: start the workflow with the request as its item."""
+    # REMOTE_ADDR, not X-Forwarded-For: Hive has no trusted-proxy setting, and a client
+    # chooses its own X-Forwarded-For. Counted before the lookup, so guessing tokens is throttled too.
+    limited = _throttled(request, "ip", request.META.get("REMOTE_ADDR") or "unknown", "HIVE_WEBHOOK_RATE_PER_IP")
+    if limited is not None:
+        return limited
     workflow = Workflow.objects.filter(webhook_token=token, active=True).first() if token else None
     if workflow is None:
         return _error(404, "No active workflow has this webhook URL.")
+    limited = _throttled(request, "workflow", str(workflow.pk), "HIVE_WEBHOOK_RATE_PER_WORKFLOW")
+    if limited is not None:
+        return limited
     allowed: list[str] = []
     for node in _nodes(workflow.n8n_data):
         if node.get("type") != WEBHOOK:
@@ -384,9 +443,13 @@ def _run_webhook(request: HttpRequest, workflow: Workflow, node: dict[str, Any],
 
     try:
         body = _body(request)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RequestDataTooBig:
+        return _error(413, f"Request body too large; the limit is {settings.HIVE_MAX_BODY_BYTES} bytes.")
+    except (MultiPartParserError, SuspiciousOperation) as exc:
+        return _error(400, f"The request body is not valid {request.content_type}: {exc}")
+    except ValueError as exc:  # UnsafeJSON and JSONDecodeError are ValueErrors
         return _error(400, f"The request body is not valid JSON: {exc}")
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = redact_headers(dict(request.headers.items()))
     query = {k: v if len(v) > 1 else v[0] for k, v in request.GET.lists()}
     item = {"json": {"headers": headers, "params": params, "query": query, "body": body}}
     try:

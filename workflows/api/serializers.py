@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 
-from hive_project.validators import validate_no_nul
 from workflows.models import Execution, MCPServer, NodeRun, Workflow, WorkflowVersion
 
 
@@ -18,21 +20,34 @@ class ObjectField(serializers.JSONField):
 class WorkflowSerializer(serializers.ModelSerializer):
     n8n_data = ObjectField(read_only=True)
     mcp_tools = serializers.ListField(child=serializers.DictField(), read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None,
+                                       help_text="The owner (whoever created the workflow).")
+    shared_with_groups = serializers.SerializerMethodField(
+        help_text="Names of the groups whose members may change, run and delete the workflow like its owner.")
+    can_change = serializers.SerializerMethodField(
+        help_text="Whether you may change, run and delete this workflow (and see its webhook URL).")
     webhook_url = serializers.SerializerMethodField(
         help_text="Base URL of the workflow's webhook nodes (append the node's path); only for users who may "
-                  "change workflows, since the token is a secret.")
+                  "change this workflow, since the token is a secret.")
     last_execution = serializers.SerializerMethodField()
 
     class Meta:
         model = Workflow
         fields = ["id", "name", "slug", "description", "n8n_data", "mcp_tools", "version", "active", "webhook_url",
-                  "last_execution", "created_by", "created_at", "updated_at"]
+                  "last_execution", "created_by", "shared_with_groups", "can_change", "created_at", "updated_at"]
         read_only_fields = fields
+
+    def get_shared_with_groups(self, workflow: Workflow) -> list[str]:
+        return sorted(group.name for group in workflow.shared_with_groups.all())
+
+    def get_can_change(self, workflow: Workflow) -> bool:
+        request = self.context.get("request")
+        return bool(request is not None and request.user.has_perm("workflows.change_workflow")
+                    and workflow.is_manageable_by(request.user))
 
     def get_webhook_url(self, workflow: Workflow) -> str | None:
         request = self.context.get("request")
-        if not workflow.webhook_token or request is None or not request.user.has_perm("workflows.change_workflow"):
+        if not workflow.webhook_token or request is None or not self.get_can_change(workflow):
             return None
         return request.build_absolute_uri(f"/webhook/{workflow.webhook_token}/")
 
@@ -50,12 +65,19 @@ class WorkflowSerializer(serializers.ModelSerializer):
 
 
 class WorkflowWriteSerializer(serializers.Serializer):
-    """Hive's body. A raw n8n export ({name, nodes, connections, settings, ...}) is accepted too."""
+    """Hive's body. A raw n8n export ({name, nodes, connections, settings, ...}) is accepted too.
+
+    The owner is whoever creates the workflow; no body field sets it.
+    """
 
     name = serializers.CharField(min_length=3, max_length=255)
     description = serializers.CharField(required=False, allow_blank=True)
     n8n_data = ObjectField(help_text="The n8n workflow: nodes, connections, settings.")
     active = serializers.BooleanField(required=False)
+    shared_with_groups = serializers.ListField(
+        child=serializers.CharField(max_length=150), required=False, max_length=100,
+        help_text="Group names whose members may change, run and delete the workflow; only the owner or an admin "
+                  "may set it.")
 
 
 class WorkflowPatchSerializer(WorkflowWriteSerializer):
@@ -127,9 +149,11 @@ class ExecutionDetailSerializer(ExecutionSerializer):
 
 class MCPServerSerializer(serializers.ModelSerializer):
     command = serializers.ListField(child=serializers.CharField(max_length=4096), required=False, max_length=100,
-                                    help_text="argv of the server process (transport=stdio).")
+                                    help_text="argv of the server process (transport=stdio); the arguments after "
+                                              "the executable are shown as '***' except to superusers.")
     env = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=4096), required=False,
-                                help_text="Extra environment of a stdio server (values shown to MCP managers only).")
+                                help_text="Extra environment of a stdio server (values shown as '***' except to "
+                                          "superusers; '***' sent back keeps the stored value).")
     capabilities = serializers.ListField(child=serializers.CharField(max_length=100), required=False, max_length=100)
     tools = serializers.ListField(child=serializers.DictField(), read_only=True)
 
@@ -139,25 +163,44 @@ class MCPServerSerializer(serializers.ModelSerializer):
                   "version", "status", "last_error", "last_checked", "created_at"]
         read_only_fields = ["tools", "version", "status", "last_error", "last_checked", "created_at"]
 
-    def to_representation(self, instance: MCPServer) -> dict[str, Any]:
-        data = super().to_representation(instance)
+    def _user(self) -> Any:
         request = self.context.get("request")
-        if request is None or not request.user.has_perm("workflows.change_mcpserver"):
-            data["env"] = {key: "***" for key in data.get("env") or {}}
+        return getattr(request, "user", None)
+
+    def to_representation(self, instance: MCPServer) -> dict[str, Any]:
+        from workflows.mcp_bridge import redact
+
+        data = super().to_representation(instance)
+        data["last_error"] = redact(data.get("last_error") or "", instance)  # also rows stored before it was redacted
+        user = self._user()
+        if user is None or not user.is_superuser:
+            data["command"] = instance.masked_command()
+            data["env"] = instance.masked_env()
         return data
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        for key in ("name", "description", "endpoint", "command", "env", "capabilities"):
-            if key in attrs:
-                try:
-                    validate_no_nul(attrs[key])
-                except Exception:
-                    raise serializers.ValidationError({key: ["must not contain NUL (\\u0000) characters"]}) from None
-        transport = attrs.get("transport", getattr(self.instance, "transport", None))
-        endpoint = attrs.get("endpoint", getattr(self.instance, "endpoint", ""))
-        command = attrs.get("command", getattr(self.instance, "command", []))
-        if transport == MCPServer.Transport.HTTP and not endpoint:
-            raise serializers.ValidationError({"endpoint": ["An HTTP MCP server needs its URL (endpoint)."]})
-        if transport == MCPServer.Transport.STDIO and not command:
-            raise serializers.ValidationError({"command": ["A stdio MCP server needs its command (argv list)."]})
+        """The stdio rule first (403, whatever else is wrong), then a switch to stdio must set the
+        command, then masked values keep the stored ones, then the model's clean() (400)."""
+        previous: MCPServer | None = self.instance
+        candidate = copy.copy(previous) if previous is not None else MCPServer()
+        for key, value in attrs.items():
+            setattr(candidate, key, value)
+        user = self._user()
+        if user is None:
+            raise exceptions.NotAuthenticated()
+        try:
+            candidate.check_change_allowed(user, previous)
+        except DjangoPermissionDenied as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None
+        try:
+            candidate.check_transport_change(previous, attrs)
+            if previous is not None:
+                command, env = previous.unmask(attrs.get("command"), attrs.get("env"))
+                for key, value in (("command", command), ("env", env)):
+                    if value is not None:
+                        attrs[key] = value
+                        setattr(candidate, key, value)
+            candidate.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from None
         return attrs

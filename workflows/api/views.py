@@ -9,13 +9,14 @@ from django.db.models import Q, QuerySet
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from hive_project.lookups import by_id_or_slug
+from hive_project.permissions import RoleModelPermissions
 from workflows import services
 from workflows.api.serializers import (
     ExecuteSerializer,
@@ -53,6 +54,26 @@ def _guarded(call: Any) -> Any:
                                                         parameter="n8n_data")]) from exc
 
 
+class ManagesWorkflow(permissions.BasePermission):
+    """Object-level half of the ownership rule (the role's model permissions are the other half):
+    writes, runs and cancels need a workflow the user manages (Workflow.is_manageable_by)."""
+
+    actions = frozenset({"update", "partial_update", "destroy", "execute", "cancel"})
+    message = "You may not change this workflow."
+
+    def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
+        if getattr(view, "action", None) not in self.actions:
+            return True
+        workflow = obj.workflow if isinstance(obj, Execution) else obj
+        if workflow.is_manageable_by(request.user):
+            return True
+        owner = workflow.created_by.username if workflow.created_by else "nobody"
+        what = "cancel executions of" if isinstance(obj, Execution) else "change, run or delete"
+        self.message = (f"You may {what} only your own workflows and those shared with one of your groups; "
+                        f"workflow '{workflow.name}' belongs to {owner}.")
+        return False
+
+
 class WorkflowFilter(django_filters.FilterSet):
     active = django_filters.BooleanFilter()
     search = django_filters.CharFilter(method="filter_search", help_text="Part of the name (or slug)")
@@ -72,6 +93,7 @@ class WorkflowViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
     serializer_class = WorkflowSerializer
     queryset = Workflow.objects.all()
     filterset_class = WorkflowFilter
+    permission_classes = [RoleModelPermissions, ManagesWorkflow]
     action_permissions = {
         "execute": ["workflows.execute_workflow"],
         "versions": ["workflows.view_workflow", "workflows.view_workflowversion"],
@@ -79,7 +101,8 @@ class WorkflowViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
     }
 
     def get_queryset(self) -> QuerySet[Workflow]:
-        return Workflow.objects.select_related("created_by").order_by("name")
+        return (Workflow.objects.with_manageable(getattr(self.request, "user", None)).select_related("created_by")
+                .prefetch_related("shared_with_groups").order_by("name"))
 
     def get_object(self) -> Workflow:
         workflow = by_id_or_slug(self.get_queryset(), self.kwargs["pk"], what="workflow")
@@ -107,6 +130,8 @@ class WorkflowViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
             workflow = _guarded(lambda: services.update_workflow(workflow, request.data, request.user, partial=partial))
         except services.InvalidWorkflow as exc:
             return _invalid(exc)
+        except services.NotAllowed as exc:
+            raise PermissionDenied(str(exc)) from None
         return self._detail(workflow)
 
     @extend_schema(request=WorkflowPatchSerializer, responses={200: WorkflowSerializer, 400: INVALID})
@@ -179,10 +204,11 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     serializer_class = ExecutionSerializer
     queryset = Execution.objects.all()
     filterset_class = ExecutionFilter
+    permission_classes = [RoleModelPermissions, ManagesWorkflow]
     action_permissions = {"cancel": ["workflows.cancel_execution"]}
 
     def get_queryset(self) -> QuerySet[Execution]:
-        return Execution.objects.select_related("workflow", "created_by").order_by("-created_at")
+        return Execution.objects.select_related("workflow", "workflow__created_by", "created_by").order_by("-created_at")
 
     def get_serializer_class(self) -> type[ExecutionSerializer]:
         return ExecutionDetailSerializer if self.action in ("retrieve", "cancel") else ExecutionSerializer
@@ -204,8 +230,6 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel: pending at once (200); running within a second, with its LLM tasks (202)."""
         execution = self.get_object()
-        if execution.created_by_id != request.user.pk and not request.user.has_perm("workflows.change_execution"):
-            raise PermissionDenied("You may cancel only your own executions.")
         execution = services.cancel_execution(execution)
         fresh = self.get_object()
         return Response(ExecutionDetailSerializer(fresh).data,
@@ -213,7 +237,12 @@ class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
 
 
 class MCPServerViewSet(viewsets.ModelViewSet):
-    """MCP servers workflows may call (n8n-nodes-hive.mcpToolCall). Managed by admins."""
+    """MCP servers workflows may call (n8n-nodes-hive.mcpToolCall).
+
+    Admins manage HTTP servers; a stdio server runs a command on the Hive host, so only a
+    superuser registers or changes one (MCPServer.check_change_allowed). Command arguments
+    and env values are masked for everyone but superusers.
+    """
 
     serializer_class = MCPServerSerializer
     queryset = MCPServer.objects.all()
