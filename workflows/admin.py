@@ -411,9 +411,7 @@ class MCPServerAdmin(admin.ModelAdmin):
 
     @admin.display(description="Last error")
     def last_error_shown(self, server: MCPServer) -> str:
-        from workflows.mcp_bridge import redact
-
-        return redact(server.last_error or "", server) or "-"  # also rows stored before it was redacted
+        return server.redact(server.last_error or "") or "-"  # also rows stored before it was redacted
 
     @admin.display(description="Tools")
     def tool_count(self, server: MCPServer) -> int:

@@ -244,38 +244,8 @@ def _run(fn: Callable[[], Awaitable[_T]]) -> _T:
     return box["value"]
 
 
-# Stored values shorter than this are not searched for in a server's stderr (masking every
-# "-v" or "1" would ruin the message, and such values are no secrets).
-MIN_REDACTED_LENGTH = 4
 # How much of the end of a server's stderr is read (redacted before it is cut to the tail).
 STDERR_WINDOW = 64 * 1024
-
-
-def _secrets_of(server: MCPServer) -> list[str]:
-    """The values non-superusers see masked: command arguments after the executable, env values."""
-    command = server.command if isinstance(server.command, list) else []
-    env = server.env if isinstance(server.env, dict) else {}
-    values = {str(value) for value in [*command[1:], *env.values()] if isinstance(value, str)}
-    forms: set[str] = set()
-    for value in values:
-        if len(value) < MIN_REDACTED_LENGTH:
-            continue
-        # As printed, and as a JSON or Python literal would print it (escaped quotes, backslashes, newlines).
-        forms.update({value, json.dumps(value)[1:-1], repr(value)[1:-1]})
-    return sorted((form for form in forms if len(form) >= MIN_REDACTED_LENGTH), key=len, reverse=True)
-
-
-def redact(text: str, server: MCPServer) -> str:
-    """``text`` with every stored argument and env value of ``server`` replaced by the mask.
-
-    A stdio server's stderr (or its error message) often echoes its argv or environment;
-    it ends up in ``last_error`` and node-run errors, which every viewer reads.
-    """
-    from workflows.models import MASK
-
-    for secret in _secrets_of(server):
-        text = text.replace(secret, MASK)
-    return text
 
 
 def _stderr_tail(errlog: Any, server: MCPServer, limit: int = 600) -> str:
@@ -287,7 +257,7 @@ def _stderr_tail(errlog: Any, server: MCPServer, limit: int = 600) -> str:
     except (OSError, ValueError):
         return ""
     # Redacted before it is cut: a cut through a value would leave part of it unmatched.
-    return redact(text, server)[-limit:]
+    return server.redact(text)[-limit:]
 
 
 @asynccontextmanager
@@ -344,7 +314,7 @@ def _with_session(server: MCPServer, timeout: float, work: Callable[[ClientSessi
             if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
                 raise
             reason = f"did not answer within {timeout:g}s" if isinstance(leaf, TimeoutError) else _describe(leaf)
-            reason = redact(reason, server)  # a protocol error may quote what the server printed
+            reason = server.redact(reason)  # a protocol error may quote what the server printed
             tail = _stderr_tail(errlog, server)
             message = f"MCP server '{server.name}' {what} failed: {reason}"
             if tail:

@@ -5,6 +5,7 @@ holds one row per run of one node inside one execution.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -22,6 +23,8 @@ from hive_project.validators import validate_no_nul
 
 # What non-superusers see instead of an MCP server's command arguments and env values.
 MASK = "***"
+# Stored values shorter than this are not masked inside error messages (see MCPServer.redact).
+MIN_REDACTED_LENGTH = 4
 
 
 def is_workflow_admin(user: AbstractBaseUser | AnonymousUser | None) -> bool:
@@ -263,7 +266,7 @@ class MCPServer(models.Model):
         elif self.transport == self.Transport.STDIO:
             if not command or not command[0]:
                 errors.setdefault("command", []).append("A stdio MCP server needs its command (argv list).")
-            elif not stdio_executable_allowed(command[0]):
+            elif resolve_stdio_executable(command[0]) is None:
                 errors.setdefault("command", []).append(stdio_refusal(command[0]))
         if not isinstance(self.env, dict) or not all(isinstance(v, str) for v in self.env.values()):
             errors.setdefault("env", []).append("The environment must be an object of strings.")
@@ -312,6 +315,24 @@ class MCPServer(models.Model):
         if self.transport == stdio or (previous is not None and previous.transport == stdio):
             raise PermissionDenied("Only a superuser may register or change a stdio MCP server (it runs a command "
                                    "on the Hive host); admins may manage servers with transport 'http'.")
+
+    def redact(self, text: str) -> str:
+        """``text`` with every stored argument and env value replaced by the mask.
+
+        A stdio server's stderr (or its error message) often echoes its argv or environment;
+        it ends up in ``last_error`` and node-run errors, which every viewer reads. Values
+        shorter than MIN_REDACTED_LENGTH are left ("-v" or "1" are no secrets, and masking
+        them would ruin the message); JSON- and repr-escaped forms are masked too.
+        """
+        command = self.command if isinstance(self.command, list) else []
+        env = self.env if isinstance(self.env, dict) else {}
+        forms: set[str] = set()
+        for value in {v for v in [*command[1:], *env.values()] if isinstance(v, str)}:
+            if len(value) >= MIN_REDACTED_LENGTH:
+                forms.update({value, json.dumps(value)[1:-1], repr(value)[1:-1]})
+        for secret in sorted(forms, key=len, reverse=True):   # longest first: no partial leftovers
+            text = text.replace(secret, MASK)
+        return text
 
     def masked_command(self) -> list[Any]:
         """argv with every argument after the executable masked (arguments often carry tokens)."""
@@ -380,10 +401,6 @@ def resolve_stdio_executable(executable: Any) -> str | None:
         if os.sep not in entry and shutil.which(entry) == path:
             return path
     return None
-
-
-def stdio_executable_allowed(executable: Any) -> bool:
-    return resolve_stdio_executable(executable) is not None
 
 
 def stdio_refusal(executable: str) -> str:

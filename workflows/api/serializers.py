@@ -168,10 +168,8 @@ class MCPServerSerializer(serializers.ModelSerializer):
         return getattr(request, "user", None)
 
     def to_representation(self, instance: MCPServer) -> dict[str, Any]:
-        from workflows.mcp_bridge import redact
-
         data = super().to_representation(instance)
-        data["last_error"] = redact(data.get("last_error") or "", instance)  # also rows stored before it was redacted
+        data["last_error"] = instance.redact(data.get("last_error") or "")  # also rows stored before it was redacted
         user = self._user()
         if user is None or not user.is_superuser:
             data["command"] = instance.masked_command()
