@@ -227,6 +227,7 @@ F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 10
 # waiting; not the file-system ioctls that map the disk or name its UUID.
 TCGETS, TIOCGWINSZ, FIONREAD, FIONBIO, FIONCLEX, FIOCLEX = 0x5401, 0x5413, 0x541B, 0x5421, 0x5450, 0x5451
 FUTEX_PRIVATE_FLAG = 128
+AF_UNIX = 1
 
 
 class _ArgCmp(ctypes.Structure):
@@ -272,6 +273,13 @@ def seccomp_filter(library):
     for name, arg in (("kill", 0), ("tkill", 0), ("tgkill", 0), ("sched_getaffinity", 0)):
         rule(name, SCMP_ACT_ALLOW, _ArgCmp(arg, SCMP_CMP_EQ, pid, 0))
     rule("sched_getaffinity", SCMP_ACT_ALLOW, _ArgCmp(0, SCMP_CMP_EQ, 0, 0))
+    # asyncio wakes its event loop through a socketpair: a unix pair is connected only to
+    # itself, and with socket(), connect() and accept() refused (and no process to pass an
+    # fd to) the socket calls below can only ever reach such a pair.
+    rule("socketpair", SCMP_ACT_ALLOW, _ArgCmp(0, SCMP_CMP_EQ, AF_UNIX, 0))
+    for name in ("sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown", "getsockopt", "setsockopt", "getsockname",
+                 "getpeername"):
+        rule(name, SCMP_ACT_ALLOW)
     rule("prlimit64", SCMP_ACT_ALLOW, _ArgCmp(0, SCMP_CMP_EQ, 0, 0), _ArgCmp(2, SCMP_CMP_EQ, 0, 0))
     for command in (F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC):
         rule("fcntl", SCMP_ACT_ALLOW, _ArgCmp(1, SCMP_CMP_EQ, command, 0))
@@ -432,20 +440,30 @@ class _NodeRef:
     def isExecuted(self):
         return bool(self._i.get("isExecuted"))
 
+# The input items, wrapped once: _input.all(), _input.item, _json, items and item are the
+# same objects, so code that changes them and returns _input.all() (n8n's own template)
+# returns its changes.
+_ALL = _wrap((data.get("input") or {}).get("all") or [])
+_raw_item = (data.get("input") or {}).get("item")
+_ITEM = _ALL[item_index] if 0 <= item_index < len(_ALL) and _ALL[item_index] == _raw_item else _wrap(_raw_item)
+_BRANCHES = {}
+
+
 class _Input:
     def all(self, branch_index=0):
         if branch_index:
-            return _wrap((data.get("inputs") or [])[branch_index] if branch_index < len(data.get("inputs") or []) else [])
-        return _wrap((data.get("input") or {}).get("all") or [])
+            if branch_index not in _BRANCHES:
+                inputs = data.get("inputs") or []
+                _BRANCHES[branch_index] = _wrap(inputs[branch_index] if branch_index < len(inputs) else [])
+            return _BRANCHES[branch_index]
+        return _ALL
     def first(self):
-        a = self.all()
-        return a[0] if a else None
+        return _ALL[0] if _ALL else None
     def last(self):
-        a = self.all()
-        return a[-1] if a else None
+        return _ALL[-1] if _ALL else None
     @property
     def item(self):
-        return _wrap((data.get("input") or {}).get("item"))
+        return _ITEM
     @property
     def params(self):
         return _wrap((data.get("node") or {}).get("parameters") or {})
@@ -470,12 +488,12 @@ class _NodeMap:
 def _dt(s):
     return datetime.datetime.fromisoformat(s) if s else None
 
-current = (data.get("input") or {}).get("item")
+_current_json = _ITEM.get("json") if isinstance(_ITEM, dict) and isinstance(_ITEM.get("json"), dict) else _Obj()
 g = {
     "__name__": "__n8n_code__",
     "_input": _Input(),
-    "_json": _wrap((current or {}).get("json") or {}),
-    "_binary": _wrap((current or {}).get("binary") or {}),
+    "_json": _current_json,
+    "_binary": _wrap((_raw_item or {}).get("binary") or {}),
     "_": _NodeRef,
     "_node": _NodeMap(),
     "_items": _items,
@@ -492,7 +510,7 @@ g = {
     "_parameter": _wrap((data.get("node") or {}).get("parameters") or {}),
 }
 if req["mode"] == "runOnceForEachItem":
-    g["item"] = _wrap(current)
+    g["item"] = _ITEM
 else:
     g["items"] = g["_input"].all()
 
@@ -559,5 +577,7 @@ except BaseException as e:
     msg = str(e) if not isinstance(e, KeyError) else f"KeyError: {e}"
     if isinstance(e, PermissionError):
         msg += " (Python Code nodes cannot use files, the network or other processes)"
+    elif isinstance(e, RuntimeError) and "new thread" in msg:
+        msg += " (Python Code nodes run without threads, as in n8n)"
     _answer({"error": {"name": type(e).__name__, "message": msg or type(e).__name__, "line": _line(e.__traceback__),
                        "n8n": isinstance(e, _Err)}})

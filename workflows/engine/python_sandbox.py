@@ -43,7 +43,8 @@ _PER_ITEM_MODES = {"runOnceForEachItem"}
 _CHILD = str(Path(__file__).with_name("python_child.py"))
 # Largest answer (JSON on stdout) a code node may write; stderr has the same cap. The
 # engine's items cost far more than their JSON (a 63 MB answer of empty objects took a
-# worker past 20 GB), so the answer is bounded in bytes and in items.
+# worker past 20 GB), so the answer is bounded in bytes and in items. Each bound grows to
+# twice the node's input: whatever the engine already held may always come back.
 OUTPUT_LIMIT_BYTES = 8 * 1024 * 1024
 MAX_ITEMS = 100_000
 MAX_CONTAINERS = 500_000   # objects and arrays at any depth: ~0.3 KB of worker memory each
@@ -77,12 +78,12 @@ def _hidden_tops(roots: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(tops))
 
 
-def _sandbox_spec(cpu_s: int) -> dict[str, Any]:
+def _sandbox_spec(cpu_s: int, output_bytes: int = OUTPUT_LIMIT_BYTES) -> dict[str, Any]:
     roots = _read_roots()
     return {
         "read_roots": list(roots),
         "cpu_s": cpu_s,
-        "output_bytes": OUTPUT_LIMIT_BYTES,
+        "output_bytes": output_bytes,
         "hidden_tops": list(_hidden_tops(roots)) if os.geteuid() == 0 else [],
         "parent_pid": os.getpid(),
         "libseccomp": LIBSECCOMP,
@@ -111,10 +112,11 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
-def _containers(text: str) -> int:
-    """How many JSON objects and arrays ``text`` holds (brackets inside strings aside)."""
+def _containers(text: str, limit: int) -> int:
+    """How many JSON objects and arrays ``text`` holds (brackets inside strings aside);
+    exact only when the rough count is over ``limit``."""
     rough = text.count("{") + text.count("[")
-    if rough <= MAX_CONTAINERS:
+    if rough <= limit:
         return rough
     return sum(1 for c in _JSON_STRING.sub("", text) if c in "{[")
 
@@ -152,19 +154,22 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     timeout = float(settings.python_timeout_s)
     memory = int(settings.python_memory_mb) * 1024 * 1024
+    try:
+        data_json = json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise NodeError(f"input data is not JSON: {exc}") from exc
+    output_limit = max(OUTPUT_LIMIT_BYTES, 2 * len(data_json))
+    max_items = max(MAX_ITEMS, 2 * len((data.get("input") or {}).get("all") or []))
+    max_containers = max(MAX_CONTAINERS, 2 * (data_json.count("{") + data_json.count("[")))
     request = {
         "code": code,
-        "data": data,
         "mode": mode,
         "now": _luxon_iso(now),
         "today": _luxon_iso(today),
         "utc": tz_name.upper() in ("UTC", "ETC/UTC", "Z", "GMT"),
-        "sandbox": _sandbox_spec(max(1, math.ceil(timeout))),
+        "sandbox": _sandbox_spec(max(1, math.ceil(timeout)), output_limit),
     }
-    try:
-        payload = json.dumps(request, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise NodeError(f"input data is not JSON: {exc}") from exc
+    payload = ('{"data": ' + data_json + ", " + json.dumps(request)[1:]).encode("utf-8")
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         stdin.write(payload)
         stdin.seek(0)
@@ -181,10 +186,10 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
             raise NodeError(f"Python code timed out after {timeout:g} s")
         size = stdout.seek(0, os.SEEK_END)
         stdout.seek(0)
-        out = stdout.read(OUTPUT_LIMIT_BYTES).decode("utf-8", "replace").strip()
+        out = stdout.read(output_limit).decode("utf-8", "replace").strip()
         err = _tail(stderr).strip().splitlines()
-    if returncode in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) or size >= OUTPUT_LIMIT_BYTES:
-        raise NodeError(f"Python code wrote more than {OUTPUT_LIMIT_BYTES // (1024 * 1024)} MB of output")
+    if returncode in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ) or size >= output_limit:
+        raise NodeError(f"Python code wrote more than {output_limit // (1024 * 1024)} MB of output")
     if not out:
         if returncode in (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU):   # from the CPU limit
             raise NodeError(f"Python code timed out after {timeout:g} s (CPU limit)")
@@ -193,8 +198,8 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
         if any("MemoryError" in line for line in err):
             raise NodeError(f"Python code exceeded the memory limit ({settings.python_memory_mb} MB)")
         raise NodeError("Python code failed", description=(err[-1] if err else f"exit status {returncode}"))
-    if _containers(out) > MAX_CONTAINERS:
-        raise NodeError(f"Python code returned more than {MAX_CONTAINERS} objects and arrays")
+    if _containers(out, max_containers) > max_containers:
+        raise NodeError(f"Python code returned more than {max_containers} objects and arrays")
     try:
         answer = json.loads(out)
     except (ValueError, RecursionError, MemoryError) as exc:
@@ -204,8 +209,8 @@ def run_python(code: str, data: dict[str, Any], *, mode: str, settings: EngineSe
     if "sandbox" in answer:
         raise NodeError(f"{SANDBOX_UNAVAILABLE}: {answer['sandbox']}")
     value = answer.get("value")
-    if isinstance(value, list) and len(value) > MAX_ITEMS:
-        raise NodeError(f"Python code returned {len(value)} items; at most {MAX_ITEMS} are allowed")
+    if isinstance(value, list) and len(value) > max_items:
+        raise NodeError(f"Python code returned {len(value)} items; at most {max_items} are allowed")
     error = answer.get("error")
     if error and not isinstance(error, dict):
         raise NodeError("Python code failed", description=str(error)[:1000])
