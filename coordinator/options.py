@@ -10,7 +10,8 @@ docs/api.md and the Modelfile ``PARAMETER`` list); the task serializers, ``Task.
 Rules:
 
 * Unknown names are refused (Ollama only logs and ignores them, so a typo such as
-  ``temprature`` would silently do nothing).
+  ``temprature`` would silently do nothing); names Ollama retired (``f16_kv``,
+  ``logits_all`` ...) are dropped, since clients still send them.
 * ``null`` means "Ollama's default" and is dropped.
 * Booleans must be JSON booleans; integers must be whole numbers (``2048.0`` is read as
   ``2048``, ``0.5`` and ``true`` are refused); floats must be finite numbers.
@@ -69,6 +70,11 @@ _FLOATS: dict[str, tuple[_Bound, _Bound]] = {
     "mirostat_eta": (0, 100),
 }
 OPTION_NAMES = frozenset({*_BOOLS, *_INTS, *_FLOATS, "stop"})
+# Options Ollama once had and now ignores, which clients still send (the official ollama
+# Python client declares the first three; LiteLLM and older LangChain the rest): dropped,
+# so those clients work, rather than refused as unknown.
+RETIRED_NAMES = frozenset({"f16_kv", "logits_all", "embedding_only", "num_gqa", "rope_frequency_base",
+                           "rope_frequency_scale"})
 
 
 class _Refused(Exception):
@@ -179,6 +185,8 @@ def validate_options(options: Any) -> dict[str, Any]:
     problems: list[ValidationError] = []
     for key, value in options.items():
         name = str(key)
+        if name in RETIRED_NAMES:
+            continue
         if name not in OPTION_NAMES:
             shown = name if len(name) <= 64 else f"{name[:64]}…"
             problems.append(ValidationError(

@@ -264,7 +264,9 @@ HIVE_WORKFLOW_HTTP_MAX_BYTES = env_int("HIVE_WORKFLOW_HTTP_MAX_BYTES", 10 * 1024
 HIVE_WORKFLOW_HTTP_ALLOW = env_list("HIVE_WORKFLOW_HTTP_ALLOW", [])
 # Webhook calls allowed per workflow and per client IP ("N/s", "N/min", "N/hour").
 HIVE_WEBHOOK_RATE_PER_WORKFLOW = env_rate("HIVE_WEBHOOK_RATE_PER_WORKFLOW", "120/min")
-HIVE_WEBHOOK_RATE_PER_IP = env_rate("HIVE_WEBHOOK_RATE_PER_IP", "60/min")
+# Per address across all workflows, so above the per-workflow rate: one sender may use a
+# workflow's whole allowance; it still stops floods and token guessing (tokens are 32+ chars).
+HIVE_WEBHOOK_RATE_PER_IP = env_rate("HIVE_WEBHOOK_RATE_PER_IP", "600/min")
 # Executables a stdio MCP server may run (basenames or absolute paths); empty: any, for superusers.
 HIVE_MCP_STDIO_ALLOWED = env_list("HIVE_MCP_STDIO_ALLOWED", [])
 HIVE_WORKFLOW_MAX_NODE_RUNS = env_int("HIVE_WORKFLOW_MAX_NODE_RUNS", 10_000, minimum=10)

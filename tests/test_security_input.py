@@ -441,3 +441,9 @@ def test_the_simulator_refuses_deep_or_nan_request_json_with_a_400(simulator: Si
         response = httpx.post(f"{simulator.base_url}/api/generate", content=body, timeout=10)
         assert response.status_code == 400 and "invalid JSON" in response.json()["error"]
     assert httpx.get(f"{simulator.base_url}/api/version", timeout=5).status_code == 200
+
+
+def test_options_ollama_retired_are_dropped_not_refused() -> None:
+    """The official ollama client and LiteLLM still send them; Ollama ignores them."""
+    assert validate_options({"f16_kv": True, "logits_all": False, "num_gqa": 8, "temperature": 0.5}) == \
+        {"temperature": 0.5}
