@@ -223,7 +223,9 @@ def test_it_cannot_open_any_socket(listener):
         f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
         "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 53))",
         "import socket\nsocket.socket(socket.AF_INET6, socket.SOCK_STREAM)",
-        "import socket\nsocket.socketpair(socket.AF_INET)",   # a unix pair (asyncio's wake-up) only reaches itself
+        "import socket\nsocket.socketpair(socket.AF_INET)",   # a unix stream pair (asyncio's wake-up) reaches only itself
+        # a datagram pair could sendto() any unix datagram socket by path (/dev/log)
+        "import socket\na, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\na.sendto(b'x', '/dev/log')",
         "import socket\nsocket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)",
         f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({str(Path(settings.VAR_DIR) / 'redis.sock')!r})",
         "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('\\0hive-abstract')",

@@ -227,7 +227,7 @@ F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 10
 # waiting; not the file-system ioctls that map the disk or name its UUID.
 TCGETS, TIOCGWINSZ, FIONREAD, FIONBIO, FIONCLEX, FIOCLEX = 0x5401, 0x5413, 0x541B, 0x5421, 0x5450, 0x5451
 FUTEX_PRIVATE_FLAG = 128
-AF_UNIX = 1
+AF_UNIX, SOCK_STREAM, SOCK_TYPE_MASK = 1, 1, 0xF
 
 
 class _ArgCmp(ctypes.Structure):
@@ -273,10 +273,12 @@ def seccomp_filter(library):
     for name, arg in (("kill", 0), ("tkill", 0), ("tgkill", 0), ("sched_getaffinity", 0)):
         rule(name, SCMP_ACT_ALLOW, _ArgCmp(arg, SCMP_CMP_EQ, pid, 0))
     rule("sched_getaffinity", SCMP_ACT_ALLOW, _ArgCmp(0, SCMP_CMP_EQ, 0, 0))
-    # asyncio wakes its event loop through a socketpair: a unix pair is connected only to
-    # itself, and with socket(), connect() and accept() refused (and no process to pass an
-    # fd to) the socket calls below can only ever reach such a pair.
-    rule("socketpair", SCMP_ACT_ALLOW, _ArgCmp(0, SCMP_CMP_EQ, AF_UNIX, 0))
+    # asyncio wakes its event loop through a socketpair: a unix stream pair is connected only
+    # to itself, and with socket(), connect() and accept() refused (and no process to pass an
+    # fd to) the socket calls below can only ever reach such a pair. Not a datagram pair:
+    # sendto() with an address sends from one to any unix datagram socket (/dev/log).
+    rule("socketpair", SCMP_ACT_ALLOW, _ArgCmp(0, SCMP_CMP_EQ, AF_UNIX, 0),
+         _ArgCmp(1, SCMP_CMP_MASKED_EQ, SOCK_TYPE_MASK, SOCK_STREAM))
     for name in ("sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown", "getsockopt", "setsockopt", "getsockname",
                  "getpeername"):
         rule(name, SCMP_ACT_ALLOW)
